@@ -1,0 +1,92 @@
+"""The sampling loop, written once.
+
+Goal inpainting, value guidance, classifier-free guidance and product-of-experts composition are all
+configurations of this function: a list of experts (score terms), a list of constraints and a sampler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from diffuser.diffusion.constraints import Constraint, Inpaint
+from diffuser.diffusion.experts import Expert, NoiseLevel, combined_epsilon
+from diffuser.diffusion.predictions import eps_to_x0, x0_to_eps
+from diffuser.diffusion.samplers import DDPM, Sampler
+from diffuser.diffusion.schedules import NoiseSchedule
+from diffuser.utils import progress
+
+
+@dataclass
+class SampleOutput:
+    trajectories: torch.Tensor  # (B, H, D) final samples, constraints applied
+    chain: torch.Tensor | None = None  # (B, S+1, H, D): initial noise, then x after each of S steps
+
+
+def sample(
+    experts: Sequence[Expert],
+    schedule: NoiseSchedule,
+    shape: Sequence[int],
+    *,
+    sampler: Sampler | None = None,
+    constraints: Sequence[Constraint] = (),
+    clip_denoised: bool = False,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    return_chain: bool = False,
+    show_progress: bool = False,
+) -> SampleOutput:
+    """Draw trajectories of ``shape`` = (B, H, D) from the product of ``experts``.
+
+    Each step: combine the experts' ε-predictions, turn them into x̂_0 (clipped to [-1, 1] when
+    ``clip_denoised``: data normalised to limits), let the sampler step, then re-apply every
+    constraint so constrained entries equal their targets exactly.
+
+    Args:
+        generator: the only source of randomness; the same generator state gives the same samples.
+        noise: optional initial x_T (B, H, D); drawn from ``generator`` when None.
+        device: where to sample (default: the noise's device, else CPU).
+    """
+    sampler = sampler or DDPM()
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3:
+        raise ValueError(f"shape must be (batch, horizon, transition_dim), got {shape}")
+    if noise is not None:
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"initial noise has shape {tuple(noise.shape)}, expected {shape}")
+        device = noise.device
+        x = noise.clone()
+    else:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        x = torch.randn(shape, generator=generator, device=device)
+    inpaint = Inpaint.from_constraints(constraints, shape, device=device, dtype=x.dtype)
+    steps = sampler.timesteps(schedule)
+    sampler.reset()
+
+    # inference_mode is fastest, but its tensors cannot enter autograd; experts that differentiate
+    # (value or cost gradients) get plain no_grad and enable grad locally.
+    needs_grad = any(getattr(e, "needs_grad", False) for e in experts)
+    mode = torch.no_grad() if needs_grad else torch.inference_mode()
+    with mode:
+        if inpaint is not None:
+            x = inpaint.apply(x)
+        chain = [x] if return_chain else None
+        t_batch = torch.empty(shape[0], dtype=torch.long, device=device)
+        for t, t_prev in progress(steps, desc="sampling", disable=not show_progress):
+            alpha, sigma = schedule.alpha_sigma(t)
+            level = NoiseLevel(t, alpha, sigma, t_batch.fill_(t))
+            eps = combined_epsilon(experts, x, level)
+            x0 = eps_to_x0(eps, x, alpha, sigma)
+            if clip_denoised:
+                x0 = x0.clamp(-1.0, 1.0)
+                eps = x0_to_eps(x0, x, alpha, sigma)
+            x = sampler.step(x, t, t_prev, x0, eps, schedule, generator)
+            if inpaint is not None:
+                x = inpaint.apply(x)
+            if chain is not None:
+                chain.append(x)
+    return SampleOutput(x, torch.stack(chain, dim=1) if chain is not None else None)

@@ -1,0 +1,142 @@
+"""TrajectoryDiffusion: a denoiser network, its noise schedule and its training objective.
+
+This is the object that is trained and saved. Sampling goes through :func:`diffuser.diffusion.loop.sample`
+with this model as one :class:`DenoiserExpert`; :meth:`TrajectoryDiffusion.sample` is the shortcut for
+the common single-model case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from diffuser.data.layout import TrajectoryLayout
+from diffuser.diffusion.constraints import Constraint, Inpaint, state_constraints
+from diffuser.diffusion.experts import DenoiserExpert, Expert
+from diffuser.diffusion.loop import SampleOutput, sample
+from diffuser.diffusion.objective import LOSS_TYPES, loss_weights, weighted_loss
+from diffuser.diffusion.predictions import check_prediction_type, training_target
+from diffuser.diffusion.samplers import Sampler
+from diffuser.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule
+
+
+@dataclass
+class DiffusionConfig:
+    num_steps: int = 20  # T, training diffusion steps (paper: 20 locomotion, 64-256 Maze2D)
+    beta_schedule: str = "cosine"  # "cosine" | "linear"
+    prediction_type: str = "x0"  # what the network outputs: "epsilon" | "x0" | "v" (paper: x0)
+    clip_denoised: bool = False  # clip x̂_0 to [-1, 1] while sampling (use with the limits normalizer)
+    action_weight: float = 1.0  # loss weight of the first action (paper: 10 locomotion, 1 Maze2D)
+    loss_discount: float = 1.0  # per-timestep loss weight discount^t, normalised to mean 1
+    loss_type: str = "l2"  # "l2" | "l1"
+    dim_weights: list[float] | None = field(default=None)  # optional per-transition-dim loss weights
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unknown beta_schedule {self.beta_schedule!r}; valid: {', '.join(BETA_SCHEDULES)}")
+        check_prediction_type(self.prediction_type)
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "DiffusionConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DiffusionConfig fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)
+
+
+class TrajectoryDiffusion(nn.Module):
+    """A diffusion model over trajectories (B, H, D) laid out as ``layout`` says.
+
+    Args:
+        denoiser: ``denoiser(x_t (B, H, D), t (B,)) -> (B, H, D)``, predicting ``config.prediction_type``.
+        layout: where actions and states sit in a transition.
+        horizon: the training horizon H (the loss weights depend on it; sampling may use other horizons
+            the denoiser accepts).
+    """
+
+    def __init__(self, denoiser: nn.Module, layout: TrajectoryLayout, horizon: int,
+                 config: DiffusionConfig | None = None):
+        super().__init__()
+        self.denoiser = denoiser
+        self.layout = layout
+        self.horizon = int(horizon)
+        self.config = config or DiffusionConfig()
+        self.schedule = NoiseSchedule(self.config.num_steps, self.config.beta_schedule)
+        weights = loss_weights(layout, self.horizon, action_weight=self.config.action_weight,
+                               loss_discount=self.config.loss_discount, dim_weights=self.config.dim_weights)
+        # Derived from the config, so not saved: a checkpoint holds weights only.
+        self.register_buffer("loss_weights", weights, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.loss_weights.device
+
+    def _check_trajectories(self, x: torch.Tensor, what: str) -> None:
+        D = self.layout.transition_dim
+        if x.ndim != 3 or x.shape[-1] != D:
+            raise ValueError(f"{what} must have shape (B, H, {D}) = (batch, horizon, actions+states), "
+                             f"got {tuple(x.shape)}")
+
+    def loss(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
+        """Denoising loss on a batch of windows.
+
+        batch["trajectories"]: (B, H, D) normalised clean trajectories; batch["conditions"] (optional):
+        {t: (B, S)} states that sampling will clamp, so they are clamped in x_t here too and carry no
+        loss; batch["mask"] (optional): (B, H) bool, False on padded steps (no loss there).
+        """
+        x0 = batch["trajectories"]
+        self._check_trajectories(x0, 'batch["trajectories"]')
+        B, H, _ = x0.shape
+        if H != self.horizon:
+            raise ValueError(f"training windows have horizon {H}, but the model was built for {self.horizon}")
+        t = torch.randint(0, self.schedule.num_steps, (B,), device=x0.device)
+        noise = torch.randn_like(x0)
+        xt = self.schedule.q_sample(x0, t, noise)
+        weights = self.loss_weights
+        inpaint = Inpaint.from_constraints(state_constraints(self.layout, batch.get("conditions", {})),
+                                           x0.shape, device=x0.device, dtype=x0.dtype)
+        if inpaint is not None:
+            xt = inpaint.apply(xt)
+            weights = weights * inpaint.loss_mask
+        if "mask" in batch:
+            weights = weights * batch["mask"][..., None].to(weights.dtype)
+        alpha, sigma = self.schedule.alpha_sigma_batch(t, x0.ndim)
+        target = training_target(self.config.prediction_type, x0, noise, alpha, sigma)
+        prediction = self.denoiser(xt, t)
+        loss = weighted_loss(prediction, target, weights, self.config.loss_type)
+        return loss, {}
+
+    def expert(self, weight: float = 1.0, **kwargs) -> DenoiserExpert:
+        """This model as a score term for the sampling loop."""
+        return DenoiserExpert(self.denoiser, self.config.prediction_type, weight, **kwargs)
+
+    def sample(self, batch_size: int, *, horizon: int | None = None,
+               conditions: Mapping[int, torch.Tensor] | None = None,
+               constraints: Sequence[Constraint] = (), experts: Sequence[Expert] = (),
+               sampler: Sampler | None = None, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None, return_chain: bool = False,
+               show_progress: bool = False) -> SampleOutput:
+        """Sample normalised trajectories (B, H, D).
+
+        Args:
+            conditions: {t: (B, S) or (S,)} full normalised states to clamp (e.g. {0: s0}).
+            constraints: further constraints on any entries (e.g. a goal position only).
+            experts: extra score terms composed with this model (guidance, costs, other models).
+        """
+        horizon = horizon or self.horizon
+        cons = state_constraints(self.layout, conditions or {}) + list(constraints)
+        return sample([self.expert(), *experts], self.schedule, (batch_size, horizon, self.layout.transition_dim),
+                      sampler=sampler, constraints=cons, clip_denoised=self.config.clip_denoised,
+                      generator=generator, noise=noise, device=self.device, return_chain=return_chain,
+                      show_progress=show_progress)
