@@ -1,0 +1,29 @@
+"""Networks: the temporal U-Net denoiser, the value network and their shared layers."""
+
+from .layers import (
+    AttentionBlock,
+    ChannelLayerNorm,
+    Conv1dBlock,
+    Downsample1d,
+    LinearAttention,
+    ResidualTemporalBlock,
+    SinusoidalPosEmb,
+    Upsample1d,
+)
+from .temporal_unet import TemporalUnet, UNetConfig
+from .value_net import ValueConfig, ValueNet
+
+__all__ = [
+    "TemporalUnet",
+    "UNetConfig",
+    "ValueNet",
+    "ValueConfig",
+    "SinusoidalPosEmb",
+    "Conv1dBlock",
+    "ResidualTemporalBlock",
+    "Downsample1d",
+    "Upsample1d",
+    "ChannelLayerNorm",
+    "LinearAttention",
+    "AttentionBlock",
+]

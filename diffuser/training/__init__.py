@@ -1,0 +1,51 @@
+"""Training: a model-agnostic trainer, EMA, checkpoints (export + resume) and metric logging.
+
+    from diffuser.training import Trainer, TrainerConfig
+    summary = Trainer(model, dataset, TrainerConfig(steps=1000), "runs/demo").train()
+"""
+
+from diffuser.training.checkpoint import (
+    EXPORT_FORMAT_VERSION,
+    CheckpointError,
+    CheckpointNotFoundError,
+    capture_rng_state,
+    load_export,
+    load_resume,
+    restore_rng_state,
+    save_export,
+    save_resume,
+)
+from diffuser.training.ema import EMA
+from diffuser.training.logging import (
+    CSVLogger,
+    JSONLinesLogger,
+    Logger,
+    MultiLogger,
+    NullLogger,
+    TensorBoardLogger,
+    make_logger,
+)
+from diffuser.training.trainer import NonFiniteLossError, Trainer, TrainerConfig
+
+__all__ = [
+    "EMA",
+    "EXPORT_FORMAT_VERSION",
+    "CSVLogger",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "JSONLinesLogger",
+    "Logger",
+    "MultiLogger",
+    "NonFiniteLossError",
+    "NullLogger",
+    "TensorBoardLogger",
+    "Trainer",
+    "TrainerConfig",
+    "capture_rng_state",
+    "load_export",
+    "load_resume",
+    "make_logger",
+    "restore_rng_state",
+    "save_export",
+    "save_resume",
+]

@@ -51,7 +51,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 # Keys save_export adds to config.json; load_export strips them so a round trip returns the caller's dict.
 _RESERVED_KEYS = ("format_version", "export_id")
-_TRAIN_HINT = "train one with diffuser.training.Trainer (it exports to RUN_DIR/checkpoint)"
+_TRAIN_HINT = "train one with `diffuser train` (it exports to RUN_DIR/checkpoint)"
 
 
 class CheckpointError(ValueError):
@@ -129,8 +129,8 @@ def save_export(
     return directory
 
 
-def _missing(path: Path, what: str) -> CheckpointNotFoundError:
-    return CheckpointNotFoundError(f"no checkpoint at {path} ({what}); {_TRAIN_HINT}, or check the path")
+def _missing(path: Path, what: str, hint: str = _TRAIN_HINT) -> CheckpointNotFoundError:
+    return CheckpointNotFoundError(f"no checkpoint at {path} ({what}); {hint}, or check the path")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -262,7 +262,7 @@ def load_resume(path: str | os.PathLike, map_location: str | torch.device = "cpu
     """
     path = Path(path)
     if not path.is_file():
-        raise _missing(path, "no resume file")
+        raise _missing(path, "no resume state", "a training run writes RUN_DIR/resume.pt at every save")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as err:

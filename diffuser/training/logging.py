@@ -15,7 +15,6 @@ import importlib.util
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ __all__ = [
 ]
 
 LOGGER_KINDS = ("csv", "jsonl", "tensorboard")
-_warned_no_tensorboard = False
 
 
 def _scalar(value: Any) -> float | int | str | None:
@@ -177,7 +175,7 @@ class TensorBoardLogger(Logger):
     def __init__(self, log_dir: str | os.PathLike, resume_from: int | None = None) -> None:
         from diffuser.utils import require_package
 
-        require_package("tensorboard", "tensorboard")
+        require_package("tensorboard", "logging")
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step makes TensorBoard hide events logged after the resume point by the crashed run.
@@ -211,10 +209,9 @@ def make_logger(
 ) -> Logger:
     """The default logger for a run: ``metrics.csv``, ``metrics.jsonl`` and ``tensorboard/`` in ``run_dir``.
 
-    ``"tensorboard"`` is skipped with a single warning per process when the package is missing, so the
-    default works everywhere. ``kinds=()`` gives a NullLogger. ``resume_from``: see the module docstring.
+    ``"tensorboard"`` is used when the package is installed and skipped silently otherwise, so the
+    default works everywhere (``pip install 'diffuser-planner[logging]'`` turns it on). ``kinds=()`` gives a NullLogger. ``resume_from``: see the module docstring.
     """
-    global _warned_no_tensorboard
     run_dir = Path(run_dir)
     kinds = list(kinds)
     unknown = [k for k in kinds if k not in LOGGER_KINDS]
@@ -228,13 +225,6 @@ def make_logger(
             loggers.append(JSONLinesLogger(run_dir / "metrics.jsonl", resume_from=resume_from))
         elif tensorboard_available():
             loggers.append(TensorBoardLogger(run_dir / "tensorboard", resume_from=resume_from))
-        elif not _warned_no_tensorboard:
-            _warned_no_tensorboard = True
-            warnings.warn(
-                "tensorboard is not installed, so TensorBoard logging is off (metrics still go to "
-                "metrics.csv/metrics.jsonl); pip install 'diffuser-planner[tensorboard]' to enable it",
-                stacklevel=2,
-            )
     if not loggers:
         return NullLogger()
     return loggers[0] if len(loggers) == 1 else MultiLogger(loggers)

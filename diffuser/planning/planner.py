@@ -1,0 +1,105 @@
+"""The planner: a trained model, its normalizer and a sampler, turning observations into plans.
+
+Works in raw (unnormalised) units at its boundary; inside, everything is normalised once and the
+start state and goal become inpainting constraints of the one sampling loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from diffuser.data.normalizers import TrajectoryNormalizer
+from diffuser.diffusion.constraints import Constraint
+from diffuser.diffusion.experts import Expert
+from diffuser.diffusion.model import TrajectoryDiffusion
+from diffuser.diffusion.samplers import Sampler
+
+
+@dataclass
+class Plan:
+    states: torch.Tensor  # (B, H, S) raw units
+    actions: torch.Tensor  # (B, H, A) raw units
+    trajectories: torch.Tensor  # (B, H, A+S) normalised, as sampled
+    chain: torch.Tensor | None = None  # (B, steps+1, H, S) raw states along the denoising chain
+
+
+class Planner:
+    """Plans from a start state (and optionally to a goal) by inpainting.
+
+    Args:
+        model: a trained TrajectoryDiffusion.
+        normalizer: the normalizer it was trained with.
+        sampler: default sampler (DDPM when None); each call may override it.
+        experts: extra score terms composed with the model on every call.
+    """
+
+    def __init__(self, model: TrajectoryDiffusion, normalizer: TrajectoryNormalizer,
+                 sampler: Sampler | None = None, experts: Sequence[Expert] = ()):
+        if normalizer.observation_dim != model.layout.observation_dim or normalizer.action_dim != model.layout.action_dim:
+            raise ValueError(
+                f"normalizer dims (obs {normalizer.observation_dim}, act {normalizer.action_dim}) do not match the "
+                f"model's (obs {model.layout.observation_dim}, act {model.layout.action_dim}): "
+                "use the normalizer saved with this model")
+        self.model, self.normalizer, self.sampler, self.experts = model, normalizer, sampler, list(experts)
+        self.layout = model.layout
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _batch(self, x, what: str, dim: int) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not torch.is_tensor(x) else x,
+                            dtype=torch.float32, device=self.device)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2 or x.shape[-1] != dim:
+            raise ValueError(f"{what} must have shape ({dim},) or (B, {dim}), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{what} holds NaN or inf")
+        return x
+
+    def plan(self, start, goal=None, *, goal_dims: Sequence[int] | None = None, horizon: int | None = None,
+             num_samples: int = 1, sampler: Sampler | None = None, seed: int | None = None,
+             generator: torch.Generator | None = None, return_chain: bool = False) -> Plan:
+        """Sample plans from ``start`` (S,) or (B, S) to ``goal`` (k,) or (B, k), raw units.
+
+        ``goal_dims`` are the state dims the goal fixes at the last step (default: all S). With
+        ``num_samples`` > 1 each start gets that many candidates: the output batch is B·num_samples,
+        start-major.
+        """
+        S = self.layout.observation_dim
+        start = self._batch(start, "start state", S)
+        horizon = horizon or self.model.horizon
+        check = getattr(self.model.denoiser, "check_horizon", None)
+        if check is not None:
+            check(horizon)
+        conditions = {0: self.normalizer.normalize_observations(start)}
+        constraints = []
+        if goal is not None:
+            dims = list(range(S)) if goal_dims is None else list(goal_dims)
+            goal = self._batch(goal, "goal", len(dims))
+            if goal.shape[0] not in (1, start.shape[0]):
+                raise ValueError(f"{goal.shape[0]} goals for {start.shape[0]} start states")
+            # Normalisers act per dimension: place the goal in a full state vector to normalise it.
+            full = start.clone() if goal.shape[0] == start.shape[0] else start[:1].clone()
+            full[:, dims] = goal
+            goal_norm = self.normalizer.normalize_observations(full)[:, dims].expand(start.shape[0], -1)
+            constraints.append(Constraint(-1, self.layout.state_dims(dims), goal_norm))
+        if num_samples > 1:
+            conditions = {t: v.repeat_interleave(num_samples, 0) for t, v in conditions.items()}
+            constraints = [Constraint(c.timestep, c.dims, c.values.repeat_interleave(num_samples, 0))
+                           for c in constraints]
+        if generator is None and seed is not None:
+            generator = torch.Generator(self.device).manual_seed(seed)
+        out = self.model.sample(start.shape[0] * num_samples, horizon=horizon, conditions=conditions,
+                                constraints=constraints, experts=self.experts, sampler=sampler or self.sampler,
+                                generator=generator, return_chain=return_chain)
+        raw = self.normalizer.unnormalize_trajectory(out.trajectories)
+        chain = None
+        if out.chain is not None:
+            chain = self.layout.states(self.normalizer.unnormalize_trajectory(out.chain))
+        return Plan(self.layout.states(raw), self.layout.actions(raw), out.trajectories, chain)

@@ -1,0 +1,80 @@
+"""From a config to a trained, exported diffusion planner: data → normalizer → windows → model → trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diffuser.config import WINDOW_KINDS, DataConfig, TrainRunConfig, to_container
+from diffuser.data.episodes import episode_stats, split_episodes
+from diffuser.data.normalizers import TrajectoryNormalizer
+from diffuser.data.sources import load_source
+from diffuser.data.windows import GoalDataset, SequenceDataset
+from diffuser.diffusion.model import DiffusionConfig
+from diffuser.models.temporal_unet import UNetConfig
+from diffuser.pretrained import build_diffusion, export_state
+from diffuser.training.trainer import Trainer, TrainerConfig
+from diffuser.utils import git_commit, seed_everything
+
+
+def _as_dataclass(cls, value):
+    if isinstance(value, cls):
+        return value
+    d = dict(value)
+    if cls is UNetConfig and "dim_mults" in d:
+        d["dim_mults"] = tuple(d["dim_mults"])
+    return cls(**d) if not hasattr(cls, "from_dict") else cls.from_dict(d)
+
+
+def make_windows(episodes, data: DataConfig, normalizer: TrajectoryNormalizer):
+    if data.window not in WINDOW_KINDS:
+        raise ValueError(f"unknown data.window {data.window!r}; valid: {', '.join(WINDOW_KINDS)}")
+    cls = GoalDataset if data.window == "goal" else SequenceDataset
+    return cls(episodes, data.horizon, normalizer, padding=data.padding)
+
+
+def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
+    """Train a TrajectoryDiffusion as ``cfg`` says; returns the trainer's summary (with the export path).
+
+    ``cfg`` may be a TrainRunConfig or an OmegaConf/dict of the same shape (what Hydra hands over).
+    """
+    plain = to_container(cfg)
+    data = _as_dataclass(DataConfig, plain["data"])
+    model_cfg = _as_dataclass(UNetConfig, plain["model"])
+    diffusion_cfg = _as_dataclass(DiffusionConfig, plain["diffusion"])
+    trainer_cfg = _as_dataclass(TrainerConfig, plain["trainer"])
+    run_dir = Path(plain["run_dir"])
+    seed_everything(trainer_cfg.seed)
+
+    episodes = load_source(data.dataset, max_episodes=data.max_episodes,
+                           synthetic_episodes=data.synthetic_episodes, seed=trainer_cfg.seed)
+    if data.stitch:
+        from diffuser.data.prepare import stitch_contiguous
+
+        episodes = stitch_contiguous(episodes)
+    stats = episode_stats(episodes)
+    print(f"dataset {data.dataset}: {stats}")
+    train_eps, val_eps = split_episodes(episodes, data.val_fraction, seed=trainer_cfg.seed)
+    normalizer = TrajectoryNormalizer(data.normalizer).fit(train_eps)  # fitted once, on training data only
+    train_set = make_windows(train_eps, data, normalizer)
+    val_set = make_windows(val_eps, data, normalizer) if val_eps else None
+
+    model = build_diffusion(train_set.layout, data.horizon, model_cfg, diffusion_cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f} M parameters, {len(train_set)} training windows of horizon {data.horizon}")
+    meta = {"dataset": data.dataset, "data": to_container(data), "seed": trainer_cfg.seed,
+            "git_commit": git_commit(), "name": plain.get("name", "train")}
+
+    def export_fn(ema_model, step: int):
+        return export_state(ema_model, normalizer, model_cfg, step=step, **meta)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(plain, indent=2))
+    trainer = Trainer(model, train_set, trainer_cfg, run_dir, val_dataset=val_set, export_fn=export_fn)
+    if plain.get("resume"):
+        trainer.resume(run_dir)
+    summary = trainer.train()
+    summary.update({"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoint"), "parameters": n_params,
+                    "episodes": stats.count, "windows": len(train_set)})
+    return summary
