@@ -130,9 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module, fn in [("diffuser.collect.cli", "add_collect_parser"), ("diffuser.data.cli", "add_datasets_parser")]:
         # These modules import the simulators lazily, inside their handlers.
-        import importlib.util
-        if importlib.util.find_spec(module) is None:  # TEMP until the datasets work lands
-            continue
         getattr(__import__(module, fromlist=[fn]), fn)(sub)
     return parser
 

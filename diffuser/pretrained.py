@@ -61,7 +61,7 @@ class LoadedModel:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load an export directory (or a run directory containing ``checkpoint/``) onto ``device``."""
     path = Path(path)
-    if (path / "checkpoint").is_dir() and not (path / "config.json").exists():
+    if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
         path = path / "checkpoint"
     tensors, config = load_export(path, device=device)
     if config.get("kind") != KIND:

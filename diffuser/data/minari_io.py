@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 _ID_RE = re.compile(r"^(?:(?P<namespace>[-_\w][-_\w/]*[-_\w])/)?(?P<name>[-_.\w]+)-v(?P<version>\d+)$")
-_POINTMAZE_RE = re.compile(r"pointmaze.*?(open|umaze|medium|large)(-dense)?", re.IGNORECASE)
+_POINTMAZE_RE = re.compile(r"(?:pointmaze|maze2d).*?(open|umaze|medium|large)(-dense)?", re.IGNORECASE)
+_MAZE_NAME_RE = re.compile(r"^(open|umaze|medium|large)(-dense)?(?:-v\d+)?$", re.IGNORECASE)
 
 
 class DatasetError(ValueError):
@@ -81,6 +82,8 @@ def generate_hint(dataset_id: str) -> str:
     """The ``diffuser collect pointmaze`` command that makes a local stand-in for ``dataset_id``, or ""."""
     m = _POINTMAZE_RE.search(dataset_id)
     if not m:
+        m = _MAZE_NAME_RE.match(dataset_id)  # a bare maze name such as "umaze-v2"
+    if not m:
         return ""
     maze, dense = m.group(1).lower(), bool(m.group(2))
     from diffuser.collect.pointmaze import default_dataset_id
@@ -92,6 +95,8 @@ def generate_hint(dataset_id: str) -> str:
             f"{dataset_id} is the official remote dataset, which cannot be downloaded here. Generate a local "
             f"one with the same recipe:\n    {cmd}\n(it is written as {default})"
         )
+    if not _ID_RE.match(dataset_id):
+        return f"Generate a PointMaze dataset with:\n    {cmd}\n(it is written as {default})"
     if dataset_id != default:
         cmd += f" --dataset-id {dataset_id}"
     return f"Generate it with:\n    {cmd}"
@@ -107,12 +112,15 @@ def _not_found(dataset_id: str, why: str) -> DatasetNotFoundError:
 
 
 def _check_id(dataset_id: str) -> None:
-    if not isinstance(dataset_id, str) or not _ID_RE.match(dataset_id):
-        raise _not_found(
-            str(dataset_id),
-            f"{dataset_id!r} is not a versioned Minari dataset id; ids look like 'namespace/name-vN' "
-            f"(the -vN version is required), e.g. 'diffuser/pointmaze/umaze-v2'.",
-        )
+    if isinstance(dataset_id, str) and _ID_RE.match(dataset_id):
+        return
+    if not isinstance(dataset_id, str) or not re.search(r"-v\d+$", dataset_id):
+        why = (f"{dataset_id!r} is not a versioned Minari dataset id; ids look like 'namespace/name-vN' "
+               f"(the -vN version is required), e.g. 'diffuser/pointmaze/umaze-v2'.")
+    else:
+        why = (f"{dataset_id!r} is not a valid Minari dataset id: the namespace (optional) must be at least 2 "
+               f"characters of letters, digits, '-', '_' and '/', followed by '/name-vN'.")
+    raise _not_found(str(dataset_id), why)
 
 
 def _read_metadata(dataset_id: str) -> dict[str, Any]:
@@ -132,9 +140,31 @@ def _read_metadata(dataset_id: str) -> dict[str, Any]:
     return meta
 
 
+def _check_data_file(dataset_id: str, meta: dict[str, Any]) -> None:
+    """Cheap integrity check of an HDF5 dataset: the file exists and its header and end are readable."""
+    if meta.get("data_format", "hdf5") != "hdf5":
+        return
+    path = dataset_path(dataset_id) / "data" / "main_data.hdf5"
+    if not path.is_file():
+        raise CorruptDatasetError(f"dataset {dataset_id!r} has no data file {path}; it is incomplete")
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            n = len(f.keys())
+    except OSError as err:  # h5py reports "truncated file" / "file signature not found" here
+        raise CorruptDatasetError(f"dataset {dataset_id!r}: {path} is damaged or truncated ({err})") from None
+    total = meta.get("total_episodes")
+    if isinstance(total, int) and n != total:
+        raise CorruptDatasetError(
+            f"dataset {dataset_id!r}: {path} holds {n} episodes but its metadata says {total}; it is incomplete"
+        )
+
+
 def _open(dataset_id: str):
     """``minari.MinariDataset`` for a local id, with our errors instead of Minari's."""
     meta = _read_metadata(dataset_id)
+    _check_data_file(dataset_id, meta)
     import minari
 
     try:
@@ -193,6 +223,8 @@ def _to_episode(ep: Any, dataset_id: str) -> Episode:
     for key, arr in _leaves(ep.infos or {}, ""):
         if arr.ndim >= 1 and arr.shape[0] in (n, n + 1) and arr.dtype != object:
             infos[f"info/{key}"] = arr[:n]
+    # Goals and float infos in float32 like the states they are compared with.
+    infos = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in infos.items()}
     try:
         return Episode(
             observations=states[:n],
@@ -266,6 +298,7 @@ def dataset_info(dataset_id: str) -> dict[str, Any]:
     action_dim, algorithm_name, code_permalink, description, minari_version, data_format.
     """
     meta = _read_metadata(dataset_id)
+    _check_data_file(dataset_id, meta)
     eval_spec = meta.get("eval_env_spec")
     eval_steps = None
     if isinstance(eval_spec, str):

@@ -6,9 +6,11 @@ from .layers import (
     Conv1dBlock,
     Downsample1d,
     LinearAttention,
+    Mish,
     ResidualTemporalBlock,
     SinusoidalPosEmb,
     Upsample1d,
+    mish,
 )
 from .temporal_unet import TemporalUnet, UNetConfig
 from .value_net import ValueConfig, ValueNet
@@ -18,6 +20,8 @@ __all__ = [
     "UNetConfig",
     "ValueNet",
     "ValueConfig",
+    "mish",
+    "Mish",
     "SinusoidalPosEmb",
     "Conv1dBlock",
     "ResidualTemporalBlock",

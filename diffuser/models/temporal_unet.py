@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import (
+    Mish,
     AttentionBlock,
     Conv1dBlock,
     Downsample1d,
@@ -117,12 +118,12 @@ class TemporalUnet(nn.Module):
         in_out = list(zip(widths[:-1], widths[1:]))
 
         self.time_mlp = nn.Sequential(
-            SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim)
+            SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim)
         )
         self.cond_mlp: nn.Module | None = None
         if config.cond_dim > 0:
             self.cond_mlp = nn.Sequential(
-                nn.Linear(config.cond_dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim)
+                nn.Linear(config.cond_dim, dim * 4), Mish(), nn.Linear(dim * 4, dim)
             )
 
         def attn(ch: int) -> nn.Module:
@@ -178,9 +179,10 @@ class TemporalUnet(nn.Module):
         if horizon >= 1 and horizon % m == 0:
             return
         below = (horizon // m) * m
-        near = [h for h in (below, below + m) if h >= m]
+        near = [h for h in (below, below + m) if h >= m] or [m]
+        problem = f"is not divisible by {m}" if horizon >= 1 else f"must be a positive multiple of {m}"
         raise ValueError(
-            f"horizon {horizon} is not divisible by {m} (2^(levels-1) for "
+            f"horizon {horizon} {problem} (2^(levels-1) for "
             f"dim_mults={self.config.dim_mults}); valid horizons near it: "
             + ", ".join(str(h) for h in near)
         )

@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import Downsample1d, ResidualTemporalBlock, SinusoidalPosEmb
+from .layers import Downsample1d, Mish, ResidualTemporalBlock, SinusoidalPosEmb
 
 __all__ = ["ValueConfig", "ValueNet"]
 
@@ -107,7 +107,7 @@ class ValueNet(nn.Module):
         dim, k = config.dim, config.kernel_size
         widths = [transition_dim, *(dim * m for m in config.dim_mults)]
         self.time_mlp = nn.Sequential(
-            SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim)
+            SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim)
         )
 
         length = horizon
@@ -134,7 +134,7 @@ class ValueNet(nn.Module):
         self.flat_dim = mid3 * length  # features after the last downsample, from exact arithmetic
         self.head = nn.Sequential(
             nn.Linear(self.flat_dim + dim, self.flat_dim // 2),
-            nn.Mish(),
+            Mish(),
             nn.Linear(self.flat_dim // 2, config.out_dim),
         )
 
