@@ -123,7 +123,12 @@ def test_same_seed_same_dataset_and_fast_path_matches_env_step(store):
     a = _tiny("tt/a-v0", seed=7, dense=True)
     b = _tiny("tt/b-v0", seed=7, dense=True, fast=False)  # the env's own step(): must be identical
     c = _tiny("tt/c-v0", seed=8, dense=True)
-    ea, eb, ec = (list(minari.load_dataset(r.dataset_id).iterate_episodes()) for r in (a, b, c))
+    d = _tiny("tt/d-v0", seed=7)  # sparse: the dense variant shares its trajectories
+    ea, eb, ec, ed = (list(minari.load_dataset(r.dataset_id).iterate_episodes()) for r in (a, b, c, d))
+    assert len(ed) == len(ea)
+    for x, y in zip(ea, ed):
+        np.testing.assert_array_equal(x.observations["observation"], y.observations["observation"])
+        np.testing.assert_array_equal(y.rewards, (x.rewards >= np.exp(-0.45)).astype(float))  # d <= 0.45
     assert len(ea) == len(eb) and a.ref_min_score == b.ref_min_score and a.ref_max_score == b.ref_max_score
     for x, y in zip(ea, eb):
         for key in ("observation", "desired_goal"):

@@ -9,8 +9,10 @@ import torch
 
 from diffuser.models import (
     AttentionBlock,
+    ChannelLayerNorm,
     Conv1dBlock,
     Downsample1d,
+    LinearAttention,
     ResidualTemporalBlock,
     SinusoidalPosEmb,
     TemporalUnet,
@@ -83,6 +85,23 @@ def test_layer_shapes():
     assert AttentionBlock(16)(x).shape == (3, 16, 12)
     with pytest.raises(ValueError, match="odd"):
         Conv1dBlock(4, 8, 4)
+
+
+def test_attention_math_against_explicit_formulas():
+    x = torch.randn(2, 16, 10)
+    norm = ChannelLayerNorm(16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+    expected = (x - mean) / (var + 1e-5).sqrt() * norm.weight[:, None] + norm.bias[:, None]
+    torch.testing.assert_close(norm(x), expected)
+
+    attn = LinearAttention(16, heads=2, dim_head=4)
+    q, k, v = attn.to_qkv(x).reshape(2, 3, 2, 4, 10).unbind(1)  # each (b, heads, c, n)
+    context = torch.einsum("bhdn,bhen->bhde", k.softmax(-1), v)
+    out = torch.einsum("bhde,bhdn->bhen", context, q * 4**-0.5).reshape(2, 8, 10)
+    torch.testing.assert_close(attn(x), attn.to_out(out))
 
 
 def test_residual_block_uses_embedding_and_skip():
