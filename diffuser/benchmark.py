@@ -2,8 +2,10 @@
 
 Same math as the original (temporal U-Net at its widths, x0 prediction, cosine schedule, DDPM through
 all T steps, inpainting after every step); what differs is the code path. Each figure is the median of
-``repeats`` timed runs after warm-up. Results go to ``results/bench.json`` with the original
-implementation's timings on this machine (shared/REFERENCE.md §2) for comparison.
+``repeats`` timed runs after warm-up. Two comparisons go to ``results/bench.json``: against
+:mod:`diffuser.benchmark_baseline` (the original's code path re-created, timed in the same run on the
+same machine: the fair one), and the original implementation's own timings as reported on the
+reference machine of shared/REFERENCE.md §2 (another CPU: context, not a like-for-like ratio).
 """
 
 from __future__ import annotations
@@ -31,57 +33,113 @@ CONFIGS = {
 }
 
 
-def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _interleaved_median_ms(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    """Median wall-clock ms of each function, timed in alternation so that the machine's drift
+    (other processes, frequency changes) affects every contender alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench_config(name: str, repeats: int = 10, compile: bool = False) -> dict:
-    spec = CONFIGS[name]
+def _diffuser_jobs(spec: dict, compile: bool):
+    """(train_step, plan, parameter count) for this library at ``spec``."""
     torch.manual_seed(0)
     layout = TrajectoryLayout(*spec["layout"])
-    model = build_diffusion(layout, spec["horizon"], UNetConfig(dim=32, dim_mults=spec["dim_mults"]),
-                            DiffusionConfig(num_steps=spec["num_steps"], prediction_type="x0"))
+    H, S = spec["horizon"], layout.observation_dim
+    model = build_diffusion(layout, H, UNetConfig(dim=32, dim_mults=spec["dim_mults"]),
+                            DiffusionConfig(num_steps=spec["num_steps"], prediction_type="x0", clip_denoised=True))
     if compile:
         model.denoiser = torch.compile(model.denoiser)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    H, D, S = spec["horizon"], layout.transition_dim, layout.observation_dim
-    batch = {"trajectories": torch.randn(spec["batch"], H, D),
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4, fused=True)  # as the Trainer does
+    batch = {"trajectories": torch.randn(spec["batch"], H, layout.transition_dim),
              "conditions": {0: torch.randn(spec["batch"], S)}}
 
     def train_step():
+        model.train()
         loss, _ = model.loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    model.train()
-    train_ms = _median_ms(train_step, repeats)
-
-    model.eval()
     n = spec["samples"]
     conditions = {0: torch.randn(1, S).expand(n, S)}
     if spec["conditions"] == "start_goal":
         conditions[H - 1] = torch.randn(1, S).expand(n, S)
     gen = torch.Generator().manual_seed(0)
-    plan_ms = _median_ms(lambda: model.sample(n, conditions=conditions, generator=gen), max(3, repeats // 2), warmup=1)
-    return {
-        "train_step_ms": round(train_ms, 1),
-        "plan_ms": round(plan_ms, 1),
-        "original_train_step_ms": spec["original_train_step_ms"],
-        "original_plan_ms": spec["original_plan_ms"],
-        "train_speedup": round(spec["original_train_step_ms"] / train_ms, 2),
-        "plan_speedup": round(spec["original_plan_ms"] / plan_ms, 2),
+
+    def plan():
+        model.eval()
+        model.sample(n, conditions=conditions, generator=gen)
+
+    return train_step, plan, sum(p.numel() for p in model.denoiser.parameters())
+
+
+def _baseline_jobs(spec: dict):
+    """(train_step, plan, parameter count) for the re-created original code path."""
+    from diffuser.benchmark_baseline import BaselineDiffusion, BaselineUnet
+    from diffuser.diffusion.schedules import NoiseSchedule
+
+    torch.manual_seed(0)
+    S, A = spec["layout"]
+    H = spec["horizon"]
+    model = BaselineDiffusion(BaselineUnet(S + A, 32, spec["dim_mults"]), NoiseSchedule(spec["num_steps"]), S, A)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4, foreach=False)  # the for-loop update
+    x0, train_cond = torch.randn(spec["batch"], H, S + A), {0: torch.randn(spec["batch"], S)}
+
+    def train_step():
+        model.train()
+        loss = model.loss(x0, train_cond)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    n = spec["samples"]
+    cond = {0: torch.randn(1, S).expand(n, S)}
+    if spec["conditions"] == "start_goal":
+        cond[H - 1] = torch.randn(1, S).expand(n, S)
+
+    def plan():
+        model.eval()
+        model.sample(n, H, cond)
+
+    return train_step, plan, sum(p.numel() for p in model.net.parameters())
+
+
+def bench_config(name: str, repeats: int = 10, compile: bool = False) -> dict:
+    """Time this library and the same-machine baseline on one config, interleaved."""
+    spec = CONFIGS[name]
+    jobs = {"baseline": _baseline_jobs(spec), "diffuser": _diffuser_jobs(spec, compile=False)}
+    if compile:
+        jobs["compiled"] = _diffuser_jobs(spec, compile=True)
+    if jobs["baseline"][2] != jobs["diffuser"][2]:
+        raise AssertionError(f"baseline has {jobs['baseline'][2]} parameters, diffuser {jobs['diffuser'][2]}: "
+                             "not the same network")
+    train = _interleaved_median_ms({k: v[0] for k, v in jobs.items()}, repeats)
+    plan = _interleaved_median_ms({k: v[1] for k, v in jobs.items()}, max(3, repeats // 2), warmup=1)
+    out = {
+        "train_step_ms": round(train["diffuser"], 1),
+        "plan_ms": round(plan["diffuser"], 1),
+        "baseline_train_step_ms": round(train["baseline"], 1),
+        "baseline_plan_ms": round(plan["baseline"], 1),
+        "train_speedup_vs_baseline": round(train["baseline"] / train["diffuser"], 2),
+        "plan_speedup_vs_baseline": round(plan["baseline"] / plan["diffuser"], 2),
+        "original_train_step_ms_reference_machine": spec["original_train_step_ms"],
+        "original_plan_ms_reference_machine": spec["original_plan_ms"],
         "setup": {k: v for k, v in spec.items() if not k.startswith("original")},
-        "parameters": sum(p.numel() for p in model.denoiser.parameters()),
-        "compiled": compile,
+        "parameters": jobs["diffuser"][2],
     }
+    if compile:
+        out.update({"compiled_train_step_ms": round(train["compiled"], 1), "compiled_plan_ms": round(plan["compiled"], 1),
+                    "compiled_train_speedup_vs_baseline": round(train["baseline"] / train["compiled"], 2),
+                    "compiled_plan_speedup_vs_baseline": round(plan["baseline"] / plan["compiled"], 2)})
+    return out
 
 
 def run_benchmark(out: str = "results/bench.json", repeats: int = 10, configs=None, compile: bool = False) -> dict:
@@ -91,9 +149,7 @@ def run_benchmark(out: str = "results/bench.json", repeats: int = 10, configs=No
         raise ValueError(f"unknown bench configs {sorted(unknown)}; valid: {', '.join(CONFIGS)}")
     results = {}
     for name in configs:
-        results[name] = bench_config(name, repeats)
-        if compile:
-            results[name + "_compiled"] = bench_config(name, repeats, compile=True)
+        results[name] = bench_config(name, repeats, compile=compile)
     report = {
         "benchmark": "train step (batch 32, Adam) and one plan (DDPM, all T steps, inpainting)",
         "git_commit": git_commit(),
@@ -107,7 +163,11 @@ def run_benchmark(out: str = "results/bench.json", repeats: int = 10, configs=No
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
     for name, r in results.items():
-        print(f"{name:<22} train step {r['train_step_ms']:7.1f} ms (original {r['original_train_step_ms']}, "
-              f"{r['train_speedup']}x)   plan {r['plan_ms']:7.1f} ms (original {r['original_plan_ms']}, {r['plan_speedup']}x)")
+        print(f"{name}: train step {r['train_step_ms']:.1f} ms (baseline {r['baseline_train_step_ms']:.1f}, "
+              f"{r['train_speedup_vs_baseline']}x); plan {r['plan_ms']:.1f} ms (baseline {r['baseline_plan_ms']:.1f}, "
+              f"{r['plan_speedup_vs_baseline']}x)")
+        if "compiled_plan_ms" in r:
+            print(f"{'':{len(name)}}  compiled: train step {r['compiled_train_step_ms']:.1f} ms, plan {r['compiled_plan_ms']:.1f} ms "
+                  f"({r['compiled_plan_speedup_vs_baseline']}x)")
     print(f"written to {path}")
     return report
