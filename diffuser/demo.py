@@ -51,6 +51,7 @@ def track(plan_states: np.ndarray, start: np.ndarray, steps: int, dyn: PointMass
 
 def run_demo(out_dir: str = "runs/demo", steps: int = 3000, seed: int = 0, device: str = "auto",
              num_pairs: int = 32) -> dict:
+    from diffuser.config import to_container
     from diffuser.training.pipeline import train_diffusion
     from diffuser.viz.plans import plot_chain, plot_plans
 
@@ -99,7 +100,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int = 3000, seed: int = 0, devic
         "device": str(device),
         "train_steps": steps,
         "train_minutes": round(train_minutes, 2),
-        "config": json.loads(json.dumps(summary.get("config", None), default=str)) if "config" in summary else None,
+        "config": to_container(cfg),
         "checkpoint": summary["checkpoint"],
         "num_pairs": num_pairs,
         "success_radius": SUCCESS_RADIUS,

@@ -58,8 +58,13 @@ class LoadedModel:
     config: dict
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load an export directory (or a run directory containing ``checkpoint/``) onto ``device``."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", *, dataset: str | None = None,
+               layout: TrajectoryLayout | None = None) -> LoadedModel:
+    """Load an export directory (or a run directory containing ``checkpoint/``) onto ``device``.
+
+    ``dataset`` / ``layout``: what the caller is about to use the model on; a checkpoint trained on
+    another dataset or with other observation/action sizes is refused with both named.
+    """
     path = Path(path)
     if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
         path = path / "checkpoint"
@@ -67,14 +72,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     if config.get("kind") != KIND:
         raise CheckpointError(f"{path} holds a {config.get('kind')!r} checkpoint, not a {KIND!r} one")
     try:
-        layout = TrajectoryLayout.from_dict(config["layout"])
+        saved_layout = TrajectoryLayout.from_dict(config["layout"])
         model_cfg = {k: v for k, v in config["model"].items() if k != "name"}
-        model = build_diffusion(layout, config["horizon"], model_cfg, config["diffusion"])
+        model = build_diffusion(saved_layout, config["horizon"], model_cfg, config["diffusion"])
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.denoiser.load_state_dict(weights, strict=True)
         norm_tensors = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
         normalizer = TrajectoryNormalizer.from_state(config["normalizer"], norm_tensors)
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path} does not match the model its config describes: {e}") from e
+    if dataset is not None and config.get("dataset") != dataset:
+        raise CheckpointError(f"{path} was trained on dataset {config.get('dataset')!r}, not {dataset!r}; "
+                              "use a checkpoint trained on this dataset or train one")
+    if layout is not None and layout != model.layout:
+        raise CheckpointError(f"{path} plans with {model.layout} but the environment has {layout}: "
+                              "observation or action sizes differ")
     model.to(device).eval()
     return LoadedModel(model, normalizer, config)

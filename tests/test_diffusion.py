@@ -197,3 +197,21 @@ def test_model_loss_rejects_wrong_dims():
         model.loss({"trajectories": torch.zeros(2, 8, 5)})
     with pytest.raises(ValueError, match="horizon"):
         model.loss({"trajectories": torch.zeros(2, 16, 6)})
+
+
+@pytest.mark.parametrize("mask_padding", [True, False])
+def test_padded_steps_leave_the_loss_only_when_masked(mask_padding):
+    layout = TrajectoryLayout(observation_dim=2, action_dim=1)
+    cfg = DiffusionConfig(num_steps=5, prediction_type="x0", mask_padding=mask_padding)
+    model = TrajectoryDiffusion(nn.Conv1d(3, 3, 1), layout, horizon=8, config=cfg)
+    model.denoiser.forward = lambda x, t: torch.zeros_like(x)  # a fixed prediction: the loss sees only targets
+    x = torch.randn(2, 8, 3)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 5:] = False
+    changed = x.clone()
+    changed[:, 5:] += 10.0
+    losses = []
+    for traj in (x, changed):
+        torch.manual_seed(0)
+        losses.append(model.loss({"trajectories": traj, "mask": mask})[0].item())
+    assert (losses[0] == losses[1]) == mask_padding

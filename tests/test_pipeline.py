@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffuser.data.layout import TrajectoryLayout
 from diffuser.data.normalizers import TrajectoryNormalizer
 from diffuser.data.synthetic import pointmass_episodes
 from diffuser.data.windows import GoalDataset
@@ -129,6 +130,10 @@ def test_bad_inputs(tmp_path):
         planner.plan(np.zeros(4), horizon=15)
     with pytest.raises(CheckpointNotFoundError):
         load_model(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="trained on dataset 'synthetic/pointmass'"):
+        load_model(tmp_path, dataset="diffuser/pointmaze/umaze-v2")
+    with pytest.raises(CheckpointError, match="sizes differ"):
+        load_model(tmp_path, layout=TrajectoryLayout(observation_dim=11, action_dim=3))
     ckpt = tmp_path / "checkpoint"
     # A checkpoint whose config describes another model.
     config = json.loads((ckpt / "config.json").read_text())

@@ -33,6 +33,7 @@ class DiffusionConfig:
     loss_discount: float = 1.0  # per-timestep loss weight discount^t, normalised to mean 1
     loss_type: str = "l2"  # "l2" | "l1"
     dim_weights: list[float] | None = field(default=None)  # optional per-transition-dim loss weights
+    mask_padding: bool = False  # leave steps past an episode's end out of the loss (default: learn them too)
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -93,7 +94,8 @@ class TrajectoryDiffusion(nn.Module):
 
         batch["trajectories"]: (B, H, D) normalised clean trajectories; batch["conditions"] (optional):
         {t: (B, S)} states that sampling will clamp, so they are clamped in x_t here too and carry no
-        loss; batch["mask"] (optional): (B, H) bool, False on padded steps (no loss there).
+        loss; batch["mask"] (optional): (B, H) bool, False on padded steps, which carry no loss only
+        when ``config.mask_padding`` (by default they are learned: edge padding teaches "stay at the goal").
         """
         x0 = batch["trajectories"]
         self._check_trajectories(x0, 'batch["trajectories"]')
@@ -109,7 +111,7 @@ class TrajectoryDiffusion(nn.Module):
         if inpaint is not None:
             xt = inpaint.apply(xt)
             weights = weights * inpaint.loss_mask
-        if "mask" in batch:
+        if self.config.mask_padding and "mask" in batch:
             weights = weights * batch["mask"][..., None].to(weights.dtype)
         alpha, sigma = self.schedule.alpha_sigma_batch(t, x0.ndim)
         target = training_target(self.config.prediction_type, x0, noise, alpha, sigma)
