@@ -59,7 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from diffuser.demo import run_demo
 
-    run_demo(out_dir=args.out, steps=args.steps, seed=args.seed, device=args.device)
+    run_demo(out_dir=args.out, steps=args.steps, seed=args.seed, device=args.device, overrides=args.overrides)
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides of the training config, e.g. model.dim=32")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("plan", help="sample a plan from a checkpoint")

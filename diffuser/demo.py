@@ -50,7 +50,7 @@ def track(plan_states: np.ndarray, start: np.ndarray, steps: int, dyn: PointMass
 
 
 def run_demo(out_dir: str = "runs/demo", steps: int = 3000, seed: int = 0, device: str = "auto",
-             num_pairs: int = 32) -> dict:
+             num_pairs: int = 32, overrides: list[str] | None = None) -> dict:
     from diffuser.config import to_container
     from diffuser.training.pipeline import train_diffusion
     from diffuser.viz.plans import plot_chain, plot_plans
@@ -58,7 +58,7 @@ def run_demo(out_dir: str = "runs/demo", steps: int = 3000, seed: int = 0, devic
     out = Path(out_dir)
     device = resolve_device(device)
     cfg = compose_train_config(["experiment=demo_pointmass", f"trainer.steps={steps}", f"trainer.seed={seed}",
-                                f"run_dir={out / 'train'}", f"trainer.device={device}"])
+                                f"run_dir={out / 'train'}", f"trainer.device={device}", *(overrides or [])])
     t0 = time.time()
     summary = train_diffusion(cfg)
     train_minutes = (time.time() - t0) / 60

@@ -1,0 +1,16 @@
+"""Diffusion: noise schedules, prediction conversions, the objective, and the one sampling loop
+with its three pluggable kinds of piece: experts (score terms), constraints (inpainting), samplers."""
+
+from diffuser.diffusion.constraints import Constraint, Inpaint, state_constraints
+from diffuser.diffusion.experts import DenoiserExpert, Expert, NoiseLevel, combined_epsilon
+from diffuser.diffusion.loop import SampleOutput, sample
+from diffuser.diffusion.model import DiffusionConfig, TrajectoryDiffusion
+from diffuser.diffusion.predictions import PREDICTION_TYPES
+from diffuser.diffusion.samplers import DDIM, DDPM, Sampler, make_sampler
+from diffuser.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule, make_betas
+
+__all__ = [
+    "BETA_SCHEDULES", "PREDICTION_TYPES", "Constraint", "DDIM", "DDPM", "DenoiserExpert", "DiffusionConfig",
+    "Expert", "Inpaint", "NoiseLevel", "NoiseSchedule", "SampleOutput", "Sampler", "TrajectoryDiffusion",
+    "combined_epsilon", "make_betas", "make_sampler", "sample", "state_constraints",
+]
