@@ -18,15 +18,6 @@ from diffuser.training.trainer import Trainer, TrainerConfig
 from diffuser.utils import git_commit, seed_everything
 
 
-def _as_dataclass(cls, value):
-    if isinstance(value, cls):
-        return value
-    d = dict(value)
-    if cls is UNetConfig and "dim_mults" in d:
-        d["dim_mults"] = tuple(d["dim_mults"])
-    return cls(**d) if not hasattr(cls, "from_dict") else cls.from_dict(d)
-
-
 def make_windows(episodes, data: DataConfig, normalizer: TrajectoryNormalizer):
     if data.window not in WINDOW_KINDS:
         raise ValueError(f"unknown data.window {data.window!r}; valid: {', '.join(WINDOW_KINDS)}")
@@ -40,10 +31,11 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
     ``cfg`` may be a TrainRunConfig or an OmegaConf/dict of the same shape (what Hydra hands over).
     """
     plain = to_container(cfg)
-    data = _as_dataclass(DataConfig, plain["data"])
-    model_cfg = _as_dataclass(UNetConfig, plain["model"])
-    diffusion_cfg = _as_dataclass(DiffusionConfig, plain["diffusion"])
-    trainer_cfg = _as_dataclass(TrainerConfig, plain["trainer"])
+    # Back from plain dicts to the dataclasses, which validate themselves on construction.
+    data = DataConfig(**plain["data"])
+    model_cfg = UNetConfig(**plain["model"])
+    diffusion_cfg = DiffusionConfig(**plain["diffusion"])
+    trainer_cfg = TrainerConfig(**plain["trainer"])
     run_dir = Path(plain["run_dir"])
     seed_everything(trainer_cfg.seed)
 
