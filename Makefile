@@ -1,4 +1,4 @@
-# The two commands of a fresh machine: `make plan` (the main job) and `make test`.
+# The two commands of a fresh machine: `make plan` (the main job: maze planning) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -8,7 +8,7 @@ setup:
 	VENV=$(VENV) bash scripts/setup.sh
 
 plan: setup
-	$(PY) -m diffuser.cli demo
+	$(PY) -m diffuser.cli plan maze
 
 test: setup
 	$(PY) -m pytest -q

@@ -2,7 +2,8 @@
 
     diffuser train [hydra overrides]     train a planner (configs/train.yaml)
     diffuser demo                        the quick train-and-plan run on synthetic data
-    diffuser plan CHECKPOINT ...         sample a plan from a trained checkpoint
+    diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
+    diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
     diffuser bench                       time training steps and plans at the paper's configs
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
     diffuser datasets list|info          local datasets
@@ -86,6 +87,18 @@ def _cmd_plan(args: argparse.Namespace) -> None:
         print(text)
 
 
+def _cmd_plan_maze(args: argparse.Namespace) -> None:
+    from diffuser.maze_job import run_maze_job
+    from diffuser.planning.maze import MazePlanConfig
+
+    plan_config = MazePlanConfig(num_candidates=args.candidates, horizon=args.horizon, sampler=args.sampler,
+                                 sampler_steps=args.sampler_steps, replan_every=args.replan_every,
+                                 replan_drift=args.replan_drift)
+    run_maze_job(maze=args.maze, out_dir=args.out, checkpoint=args.checkpoint, protocols=args.protocols,
+                 seeds=args.seeds, episodes_per_seed=args.episodes, plan_config=plan_config, device=args.device,
+                 overrides=args.overrides, record=args.record)
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     from diffuser.benchmark import run_benchmark
 
@@ -109,7 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides of the training config, e.g. model.dim=32")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("plan", help="sample a plan from a checkpoint")
+    plan = sub.add_parser("plan", help="plan: the maze job, or one plan from a checkpoint")
+    plan_sub = plan.add_subparsers(dest="plan_command", required=True)
+    p = plan_sub.add_parser("maze", help="the main job: generate data if absent, train, evaluate in the maze")
+    p.add_argument("--maze", default="umaze", choices=["umaze", "medium", "large"])
+    p.add_argument("--checkpoint", help="evaluate this export instead of training (trained on the same maze)")
+    p.add_argument("--out", help="output folder (default runs/maze/<maze>)")
+    p.add_argument("--protocols", nargs="+", default=["single", "multi"], choices=["single", "multi"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002], help="evaluation seeds")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per seed and protocol")
+    p.add_argument("--candidates", type=int, default=4, help="plans sampled per episode; the best is kept")
+    p.add_argument("--horizon", type=int, help="planned states (default: the training horizon)")
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
+    p.add_argument("--sampler-steps", type=int, help="DDIM steps")
+    p.add_argument("--replan-every", type=int, default=0, help="env steps between plans (0: plan once)")
+    p.add_argument("--replan-drift", type=float, help="replan when this far from the tracked plan")
+    p.add_argument("--record", help="merge the scores into this results table, e.g. results/maze2d.json")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000")
+    p.set_defaults(func=_cmd_plan_maze)
+
+    p = plan_sub.add_parser("sample", help="sample one plan from a checkpoint")
     p.add_argument("checkpoint", help="an export folder or a run folder containing checkpoint/")
     p.add_argument("--start", required=True, help="comma-separated start state")
     p.add_argument("--goal", help="comma-separated goal values for --goal-dims (default: all state dims)")

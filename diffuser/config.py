@@ -7,7 +7,7 @@ and ``diffuser train model.dimm=16`` is an error naming the unknown key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from diffuser.diffusion.model import DiffusionConfig
 from diffuser.models.temporal_unet import UNetConfig
@@ -22,6 +22,8 @@ class DataConfig:
     horizon: int = 32  # H, steps per training window (must suit the U-Net: divisible by 2^(levels-1))
     window: str = "goal"  # "goal": first and last state clamped (maze planning); "sequence": first state only
     padding: str = "edge"  # past an episode's end: "none" (no such windows) | "edge" (hold last state) | "zeros"
+    rest_dims: List[int] = field(default_factory=list)  # state dims zeroed on padded steps (velocities: stay at rest)
+    stride: int = 1  # keep every stride-th step: H states span (H-1)*stride+1 env steps
     normalizer: str = "limits"  # "limits" (to [-1, 1], pairs with clip_denoised) | "gaussian"
     val_fraction: float = 0.05  # share of episodes held out for the validation loss
     max_episodes: Optional[int] = None  # read at most this many episodes (quick runs)

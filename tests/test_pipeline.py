@@ -163,7 +163,7 @@ def test_cli_train_then_plan(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "checkpoint" / "model.safetensors").exists() and (run / "metrics.csv").exists()
     out = tmp_path / "plan.json"
-    r = _cli("plan", str(run), "--start", "0.1,0.2,0,0", "--goal", "0.5,-0.5", "--goal-dims", "0,1",
+    r = _cli("plan", "sample", str(run), "--start", "0.1,0.2,0,0", "--goal", "0.5,-0.5", "--goal-dims", "0,1",
              "--sampler", "ddim", "--steps", "4", "--out", str(out), "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     plan = json.loads(out.read_text())
@@ -174,5 +174,5 @@ def test_cli_train_then_plan(tmp_path):
 def test_cli_rejects_config_typos_and_bad_checkpoints(tmp_path):
     r = _cli("train", "model.dimm=8", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode != 0 and "dimm" in r.stderr
-    r = _cli("plan", str(tmp_path / "missing"), "--start", "0,0,0,0", cwd=tmp_path)
+    r = _cli("plan", "sample", str(tmp_path / "missing"), "--start", "0,0,0,0", cwd=tmp_path)
     assert r.returncode == 2 and "no checkpoint" in r.stderr.lower()

@@ -23,6 +23,16 @@ Padding rules (``padding=``):
 
 With either padding, ``mask`` is False on padded steps, so a loss can ignore them if it wants to.
 
+``rest_dims`` (edge padding only): state dims that are zero when the agent is at rest, i.e. its
+velocities. Padded steps hold the edge state with these dims set to 0, so a window past the end of a
+goal-reaching episode reads "arrive, then stay at the goal at rest": the same state a planner asks for
+as its goal (position, zero velocity).
+
+``stride`` k: a window holds every k-th step (``start, start + k, ..., start + (H-1)·k``), so H states
+span ``(H-1)·k + 1`` environment steps. Planning at a stride covers long paths with short sequences (a
+4x cheaper network call for the same reach at k = 4); the controller interpolates between the planned
+states. Actions are the ones taken at the kept steps.
+
 The index of ``(episode, start)`` pairs and the normalized data are built once, vectorized, in
 ``__init__``; ``__getitem__`` only slices.
 """
@@ -90,6 +100,8 @@ class SequenceDataset(Dataset):
         horizon: H, the window length (>= 1).
         normalizer: a :class:`TrajectoryNormalizer` already fitted (once, on the training episodes).
         padding: "none" | "edge" | "zeros"; see the module docstring.
+        rest_dims: state dims zeroed on padded steps (velocities), with ``padding="edge"``.
+        stride: keep every ``stride``-th step (see the module docstring).
 
     Attributes:
         layout: the :class:`TrajectoryLayout` of the episodes.
@@ -103,9 +115,13 @@ class SequenceDataset(Dataset):
         horizon: int,
         normalizer: TrajectoryNormalizer,
         padding: str = "none",
+        rest_dims: Sequence[int] = (),
+        stride: int = 1,
     ) -> None:
         if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+            raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
         if padding not in PADDINGS:
             raise ValueError(f"unknown padding {padding!r}; valid: {list(PADDINGS)}")
         if len(episodes) == 0:
@@ -113,7 +129,14 @@ class SequenceDataset(Dataset):
         self.layout = _common_layout(episodes)
         _check_normalizer(normalizer, self.layout)
         self.horizon = int(horizon)
+        self.stride = int(stride)
         self.padding = padding
+        self.rest_dims = [int(d) for d in rest_dims]
+        bad = [d for d in self.rest_dims if not 0 <= d < self.layout.observation_dim]
+        if bad:
+            raise ValueError(f"rest_dims {bad} are not state dims (0..{self.layout.observation_dim - 1})")
+        if self.rest_dims and padding != "edge":
+            raise ValueError(f"rest_dims only apply to padding='edge', got padding={padding!r}")
         self.normalizer = normalizer
 
         A, S = self.layout.action_dim, self.layout.observation_dim
@@ -128,14 +151,14 @@ class SequenceDataset(Dataset):
         self._data = data
         self._pad_rows = self._build_pad_rows(episodes)
 
-        H = self.horizon
-        counts = np.maximum(lengths - H + 1, 0) if padding == "none" else lengths.copy()
+        span = (self.horizon - 1) * self.stride + 1  # environment steps a window covers
+        counts = np.maximum(lengths - span + 1, 0) if padding == "none" else lengths.copy()
         total = int(counts.sum())
         if total == 0:
             raise ValueError(
-                f"no windows of horizon {H} with padding={padding!r}: the longest of {len(episodes)} "
-                f"episodes has {int(lengths.max())} steps. Use padding='edge' (or 'zeros'), a horizon "
-                f"<= {int(lengths.max())}, or stitch consecutive episodes into longer ones."
+                f"no windows of horizon {self.horizon} (stride {self.stride}: {span} steps) with "
+                f"padding={padding!r}: the longest of {len(episodes)} episodes has {int(lengths.max())} steps. "
+                f"Use padding='edge' (or 'zeros'), a shorter span, or stitch consecutive episodes into longer ones."
             )
         episode_ids = np.repeat(np.arange(len(episodes), dtype=np.int64), counts)
         first = np.cumsum(counts) - counts  # index of each episode's first window
@@ -155,6 +178,8 @@ class SequenceDataset(Dataset):
         ])
         rows = np.empty((len(episodes), A + S), dtype=np.float32)
         rows[:, :A] = self.normalizer.normalize_actions(np.zeros((len(episodes), A), dtype=np.float32))
+        edge = np.array(edge, dtype=np.float32)
+        edge[:, self.rest_dims] = 0.0
         rows[:, A:] = self.normalizer.normalize_observations(edge)
         return rows
 
@@ -168,11 +193,11 @@ class SequenceDataset(Dataset):
     def _window(self, index: int) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(H, A + S) normalized window, (H,) mask, episode id, start."""
         episode, start = (int(v) for v in self.indices[index])
-        H = self.horizon
-        n_real = min(H, int(self._lengths[episode]) - start)
+        H, k = self.horizon, self.stride
+        n_real = min(H, (int(self._lengths[episode]) - 1 - start) // k + 1)
         begin = int(self._offsets[episode]) + start
         traj = np.empty((H, self._data.shape[1]), dtype=np.float32)
-        traj[:n_real] = self._data[begin : begin + n_real]
+        traj[:n_real] = self._data[begin : begin + (n_real - 1) * k + 1 : k]
         if n_real < H:
             traj[n_real:] = self._pad_rows[episode]
         mask = np.zeros(H, dtype=bool)
@@ -196,7 +221,7 @@ class SequenceDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(windows={len(self)}, episodes={self.num_episodes}, "
-            f"horizon={self.horizon}, padding={self.padding!r}, layout={self.layout})"
+            f"horizon={self.horizon}, stride={self.stride}, padding={self.padding!r}, layout={self.layout})"
         )
 
 
@@ -213,13 +238,15 @@ class GoalDataset(SequenceDataset):
         horizon: int,
         normalizer: TrajectoryNormalizer,
         padding: str = "none",
+        rest_dims: Sequence[int] = (),
+        stride: int = 1,
     ) -> None:
         if padding == "zeros":
             raise ValueError(
                 "GoalDataset conditions on the window's last state, which padding='zeros' replaces by "
                 "zeros; use padding='edge' (the goal state is held) or 'none'"
             )
-        super().__init__(episodes, horizon, normalizer, padding)
+        super().__init__(episodes, horizon, normalizer, padding, rest_dims, stride)
 
     def _conditions(self, traj: np.ndarray) -> dict[int, torch.Tensor]:
         states = traj[:, self.layout.state_slice]

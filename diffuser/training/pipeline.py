@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def make_windows(episodes, data: DataConfig, normalizer: TrajectoryNormalizer):
     if data.window not in WINDOW_KINDS:
         raise ValueError(f"unknown data.window {data.window!r}; valid: {', '.join(WINDOW_KINDS)}")
     cls = GoalDataset if data.window == "goal" else SequenceDataset
-    return cls(episodes, data.horizon, normalizer, padding=data.padding)
+    return cls(episodes, data.horizon, normalizer, padding=data.padding, rest_dims=data.rest_dims,
+               stride=data.stride)
 
 
 def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
@@ -58,8 +60,12 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
     meta = {"dataset": data.dataset, "data": to_container(data), "seed": trainer_cfg.seed,
             "git_commit": git_commit(), "name": plain.get("name", "train")}
 
+    t_start = time.time()
+
     def export_fn(ema_model, step: int):
-        return export_state(ema_model, normalizer, model_cfg, step=step, **meta)
+        # Wall-clock training time so far (this process), stored so a shipped checkpoint states its compute.
+        return export_state(ema_model, normalizer, model_cfg, step=step,
+                            train_seconds=round(time.time() - t_start, 1), **meta)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(plain, indent=2))

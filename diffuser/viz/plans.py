@@ -19,26 +19,26 @@ def _plt():
 
 def plot_plans(plans: Sequence[np.ndarray], executed: Sequence[np.ndarray] | None = None,
                goals: np.ndarray | None = None, *, bounds=(-1.0, 1.0), titles: Sequence[str] | None = None,
-               path: str | Path, cols: int = 4, draw_background=None) -> Path:
+               path: str | Path, cols: int = 4, draw_background=None, panel_size: float = 3.0) -> Path:
     """A grid of panels, one per plan: planned xy (line, coloured by time), executed xy (dashed), start, goal.
 
     Args:
         plans: each (H, ≥2) raw states; the first two dims are x, y.
         executed: optional (T, ≥2) executed states per plan.
         goals: optional (N, 2) goal positions.
-        draw_background: optional ``fn(ax)`` drawing e.g. maze walls under each panel.
+        draw_background: optional ``fn(ax, i)`` drawing e.g. maze walls under panel ``i``.
     """
     plt = _plt()
     n = len(plans)
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.axis("off")
             continue
         if draw_background is not None:
-            draw_background(ax)
+            draw_background(ax, i)
         p = np.asarray(plans[i])
         ax.scatter(p[:, 0], p[:, 1], c=np.arange(len(p)), cmap="viridis", s=8, zorder=3)
         ax.plot(p[:, 0], p[:, 1], color="tab:blue", lw=1, alpha=0.6, label="plan")
@@ -48,8 +48,7 @@ def plot_plans(plans: Sequence[np.ndarray], executed: Sequence[np.ndarray] | Non
         ax.plot(*p[0, :2], "o", color="tab:green", ms=8, label="start", zorder=4)
         if goals is not None:
             ax.plot(*np.asarray(goals[i])[:2], "*", color="tab:red", ms=12, label="goal", zorder=4)
-        ax.set_xlim(*bounds)
-        ax.set_ylim(*bounds)
+        _set_bounds(ax, bounds)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -73,14 +72,20 @@ def plot_chain(chain: np.ndarray, *, bounds=(-1.0, 1.0), path: str | Path, panel
         p = chain[k]
         ax.scatter(p[:, 0], p[:, 1], c=np.arange(len(p)), cmap="viridis", s=6)
         ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.5)
-        ax.set_xlim(*bounds)
-        ax.set_ylim(*bounds)
+        _set_bounds(ax, bounds)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title("noise" if k == 0 else f"step {k}/{len(chain) - 1}", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _set_bounds(ax, bounds) -> None:
+    """``bounds``: (lo, hi) for both axes, or (x_min, x_max, y_min, y_max)."""
+    x0, x1, y0, y1 = bounds if len(bounds) == 4 else (*bounds, *bounds)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
 
 
 def _save(fig, path) -> Path:
