@@ -80,6 +80,7 @@ def run_maze_job(
     if bad:
         raise ValueError(f"unknown protocol(s) {bad}; valid: {', '.join(PROTOCOLS)}")
     out = Path(out_dir or f"runs/maze/{maze}")
+    commit = git_commit()  # the code that runs, read before anything else can change the checkout
     device = resolve_device(device)
     command = "diffuser " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
 
@@ -113,7 +114,7 @@ def run_maze_job(
         results[protocol] = res.summary
 
     report = {
-        "job": "maze", "maze": maze, "dataset": dataset_id, "git_commit": git_commit(), "device": str(device),
+        "job": "maze", "maze": maze, "dataset": dataset_id, "git_commit": commit, "device": str(device),
         "checkpoint": str(checkpoint), "training": training, "planner": planner.describe(),
         "seeds": [int(s) for s in seeds], "episodes_per_seed": episodes_per_seed,
         "reference_scores": {"min": refs[0], "max": refs[1]}, "results": results, "figures": figures,
