@@ -156,6 +156,7 @@ def record_results(report: dict, path: str | Path) -> None:
         table["mazes"].setdefault(report["maze"], {})[protocol] = {
             "score_mean": round(r["score_mean"], 2), "score_se": round(r["score_se"], 2),
             "success_rate": r["success_rate"], "episodes": r["episodes"], "seeds": report["seeds"],
+            "steps_to_goal_median": r.get("steps_to_goal_median"),
             "training_steps": t.get("steps"), "training_minutes": t.get("minutes"),
             "config_name": t.get("config_name"), "planner": report["planner"], "git_commit": report["git_commit"],
             "command": report["command"], "dataset": report["dataset"],
