@@ -4,7 +4,7 @@
     diffuser demo                        the quick train-and-plan run on synthetic data
     diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
-    diffuser bench                       time training steps and plans at the paper's configs
+    diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
     diffuser datasets list|info          local datasets
 """
@@ -73,7 +73,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
     loaded = load_model(args.checkpoint, device=resolve_device(args.device))
     planner = Planner(loaded.model, loaded.normalizer,
-                      sampler=make_sampler(args.sampler, args.steps if args.sampler == "ddim" else None))
+                      sampler=make_sampler(args.sampler, args.steps if args.sampler != "ddpm" else None))
     start = np.array([float(v) for v in args.start.split(",")])
     goal = None if args.goal is None else np.array([float(v) for v in args.goal.split(",")])
     goal_dims = None if args.goal_dims is None else [int(d) for d in args.goal_dims.split(",")]
@@ -93,16 +93,22 @@ def _cmd_plan_maze(args: argparse.Namespace) -> None:
 
     plan_config = MazePlanConfig(num_candidates=args.candidates, horizon=args.horizon, sampler=args.sampler,
                                  sampler_steps=args.sampler_steps, replan_every=args.replan_every,
-                                 replan_drift=args.replan_drift)
+                                 replan_drift=args.replan_drift, warm_level=args.warm_level)
     run_maze_job(maze=args.maze, out_dir=args.out, checkpoint=args.checkpoint, protocols=args.protocols,
                  seeds=args.seeds, episodes_per_seed=args.episodes, plan_config=plan_config, device=args.device,
                  overrides=args.overrides, record=args.record)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    if args.suite == "fast":
+        from diffuser.benchmark_fast import run_fast_benchmark
+
+        run_fast_benchmark(args.checkpoint, out=args.out or "results/fast.json")
+        return
     from diffuser.benchmark import run_benchmark
 
-    run_benchmark(out=args.out, repeats=args.repeats, configs=args.configs, compile=args.compile)
+    run_benchmark(out=args.out or "results/bench.json", repeats=args.repeats, configs=args.configs,
+                  compile=args.compile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20, help="episodes per seed and protocol")
     p.add_argument("--candidates", type=int, default=4, help="plans sampled per episode; the best is kept")
     p.add_argument("--horizon", type=int, help="planned states (default: the training horizon)")
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
-    p.add_argument("--sampler-steps", type=int, help="DDIM steps")
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpmpp"])
+    p.add_argument("--sampler-steps", type=int, help="network calls per plan for ddim / dpmpp")
     p.add_argument("--replan-every", type=int, default=0, help="env steps between plans (0: plan once)")
     p.add_argument("--replan-drift", type=float, help="replan when this far from the tracked plan")
+    p.add_argument("--warm-level", type=float,
+                   help="replans start from the previous plan, noised to this share of the steps (0-1)")
     p.add_argument("--record", help="merge the scores into this results table, e.g. results/maze2d.json")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000")
@@ -148,15 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goal", help="comma-separated goal values for --goal-dims (default: all state dims)")
     p.add_argument("--goal-dims", help="comma-separated state dims the goal fixes, e.g. 0,1")
     p.add_argument("--horizon", type=int, help="plan length (default: the training horizon)")
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
-    p.add_argument("--steps", type=int, help="DDIM steps")
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpmpp"])
+    p.add_argument("--steps", type=int, help="network calls for ddim / dpmpp")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write the plan as JSON here")
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("bench", help="train-step and plan latency at the paper's configs")
-    p.add_argument("--out", default="results/bench.json")
+    p = sub.add_parser("bench", help="speed: train step and plan latency at the paper's configs; "
+                                      "fast: score and latency vs solver steps and warm starts")
+    p.add_argument("suite", nargs="?", default="speed", choices=["speed", "fast"])
+    p.add_argument("--checkpoint", default="runs/maze/umaze/train", help="fast: the maze model to evaluate")
+    p.add_argument("--out", help="default results/bench.json (speed) or results/fast.json (fast)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--configs", nargs="*", default=None, help="subset of configs to time")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")

@@ -187,3 +187,18 @@ def test_cli_maze_job_smoke(tmp_path):
     # A goal the job cannot use: an unknown maze is an error that names the valid ones.
     r = _cli("plan", "maze", "--maze", "huge", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_shift_advances_plans_and_holds_their_end():
+    planner, _, _ = _tiny_planner(horizon=8, stride=2)
+    traj = torch.arange(2 * 8, dtype=torch.float32).reshape(2, 8, 1).expand(2, 8, 3).contiguous()
+    shifted = planner.shift(traj, np.array([4, 15]))  # 2 and 7 planned steps
+    assert shifted[0, :, 0].tolist() == [2, 3, 4, 5, 6, 7, 7, 7]
+    assert shifted[1, :, 0].tolist() == [15] * 8
+
+
+def test_warm_started_replans_run_through_the_evaluation():
+    planner, _, _ = _tiny_planner(num_candidates=2, replan_every=5, warm_level=0.4, sampler="ddim", sampler_steps=5)
+    res = evaluate_protocol(planner, "multi", (0.0, 100.0), seeds=(3,), episodes_per_seed=2, episode_steps=12,
+                            show_progress=False)
+    assert res.records[0].plans == 3 and res.summary["episodes"] == 2

@@ -14,6 +14,7 @@ import torch
 
 from diffuser.diffusion.constraints import Constraint, Inpaint
 from diffuser.diffusion.experts import Expert, NoiseLevel, combined_epsilon
+from diffuser.diffusion.noise import Generators, randn
 from diffuser.diffusion.predictions import eps_to_x0, x0_to_eps
 from diffuser.diffusion.samplers import DDPM, Sampler
 from diffuser.diffusion.schedules import NoiseSchedule
@@ -34,11 +35,13 @@ def sample(
     sampler: Sampler | None = None,
     constraints: Sequence[Constraint] = (),
     clip_denoised: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     noise: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     return_chain: bool = False,
     show_progress: bool = False,
+    warm_start: torch.Tensor | None = None,
+    warm_level: float = 1.0,
 ) -> SampleOutput:
     """Draw trajectories of ``shape`` = (B, H, D) from the product of ``experts``.
 
@@ -47,9 +50,15 @@ def sample(
     constraint so constrained entries equal their targets exactly.
 
     Args:
-        generator: the only source of randomness; the same generator state gives the same samples.
-        noise: optional initial x_T (B, H, D); drawn from ``generator`` when None.
+        generator: the only source of randomness; the same generator state gives the same samples. A
+            sequence of generators gives each batch row its own (see :mod:`diffuser.diffusion.noise`).
+        noise: optional initial noise (B, H, D); drawn from ``generator`` when None.
         device: where to sample (default: the noise's device, else CPU).
+        warm_start: optional (B, H, D) clean trajectories to start from instead of pure noise (e.g.
+            the previous plan shifted by the elapsed steps).
+        warm_level: with ``warm_start``, the share of the sampler's steps to run: the warm start is
+            noised to the level of the first step kept (x = α_t·warm + σ_t·noise) and denoised from
+            there. 0 returns the warm start itself (constraints applied); 1 is a cold start.
     """
     sampler = sampler or DDPM()
     shape = tuple(int(s) for s in shape)
@@ -59,13 +68,21 @@ def sample(
         if tuple(noise.shape) != shape:
             raise ValueError(f"initial noise has shape {tuple(noise.shape)}, expected {shape}")
         device = noise.device
-        x = noise.clone()
     else:
         device = torch.device(device) if device is not None else torch.device("cpu")
-        x = torch.randn(shape, generator=generator, device=device)
-    inpaint = Inpaint.from_constraints(constraints, shape, device=device, dtype=x.dtype)
     steps = sampler.timesteps(schedule)
     sampler.reset()
+    cold = warm_start is None or warm_level == 1.0
+    if not cold:
+        steps = _warm_steps(steps, warm_start, shape, warm_level)
+    if not cold and not steps:
+        x = warm_start.to(device).clone()  # level 0: nothing to denoise
+    else:
+        x = noise.clone() if noise is not None else randn(shape, generator, device)
+        if not cold:  # noise the warm start to the level the first kept step expects
+            alpha, sigma = schedule.alpha_sigma(steps[0][0])
+            x = alpha * warm_start.to(device) + sigma * x
+    inpaint = Inpaint.from_constraints(constraints, shape, device=device, dtype=x.dtype)
 
     # inference_mode is fastest, but its tensors cannot enter autograd; experts that differentiate
     # (value or cost gradients) get plain no_grad and enable grad locally.
@@ -90,3 +107,13 @@ def sample(
             if chain is not None:
                 chain.append(x)
     return SampleOutput(x, torch.stack(chain, dim=1) if chain is not None else None)
+
+
+def _warm_steps(steps: list[tuple[int, int]], warm_start: torch.Tensor, shape: tuple, level: float):
+    """The tail of ``steps`` a warm start at ``level`` runs (all of them at level 1, none at 0)."""
+    if tuple(warm_start.shape) != shape:
+        raise ValueError(f"warm_start has shape {tuple(warm_start.shape)}, expected {shape}")
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"warm_level must be in [0, 1] (0: keep the warm start, 1: cold start), got {level}")
+    k = int(round(level * len(steps)))
+    return steps[len(steps) - k:] if k else []

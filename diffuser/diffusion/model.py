@@ -17,6 +17,7 @@ from diffuser.data.layout import TrajectoryLayout
 from diffuser.diffusion.constraints import Constraint, Inpaint, state_constraints
 from diffuser.diffusion.experts import DenoiserExpert, Expert
 from diffuser.diffusion.loop import SampleOutput, sample
+from diffuser.diffusion.noise import Generators
 from diffuser.diffusion.objective import LOSS_TYPES, loss_weights, weighted_loss
 from diffuser.diffusion.predictions import check_prediction_type, training_target
 from diffuser.diffusion.samplers import Sampler
@@ -126,19 +127,21 @@ class TrajectoryDiffusion(nn.Module):
     def sample(self, batch_size: int, *, horizon: int | None = None,
                conditions: Mapping[int, torch.Tensor] | None = None,
                constraints: Sequence[Constraint] = (), experts: Sequence[Expert] = (),
-               sampler: Sampler | None = None, generator: torch.Generator | None = None,
+               sampler: Sampler | None = None, generator: Generators = None,
                noise: torch.Tensor | None = None, return_chain: bool = False,
-               show_progress: bool = False) -> SampleOutput:
+               show_progress: bool = False, warm_start: torch.Tensor | None = None,
+               warm_level: float = 1.0) -> SampleOutput:
         """Sample normalised trajectories (B, H, D).
 
         Args:
             conditions: {t: (B, S) or (S,)} full normalised states to clamp (e.g. {0: s0}).
             constraints: further constraints on any entries (e.g. a goal position only).
             experts: extra score terms composed with this model (guidance, costs, other models).
+            warm_start / warm_level: start from these trajectories noised part-way (see ``loop.sample``).
         """
         horizon = horizon or self.horizon
         cons = state_constraints(self.layout, conditions or {}) + list(constraints)
         return sample([self.expert(), *experts], self.schedule, (batch_size, horizon, self.layout.transition_dim),
                       sampler=sampler, constraints=cons, clip_denoised=self.config.clip_denoised,
                       generator=generator, noise=noise, device=self.device, return_chain=return_chain,
-                      show_progress=show_progress)
+                      show_progress=show_progress, warm_start=warm_start, warm_level=warm_level)

@@ -131,6 +131,7 @@ def evaluate_protocol(
         if want_chain and first.chain is not None:
             chain = first.chain[0]
         dense = first.dense.copy()  # (n, L, S): the plan each env follows
+        sampled = first.trajectories.clone()  # (n, H, D) the same plans, normalised: warm starts
         since = np.zeros(n, dtype=int)  # env steps since that plan began
         num_plans += 1
         for t in range(T):
@@ -143,8 +144,11 @@ def evaluate_protocol(
                     due |= np.linalg.norm(states[:, :2] - target[:, :2], axis=-1) > cfg.replan_drift
                 due &= first_success < 0  # at the goal: keep holding it
                 if due.any():
-                    new = planner.plan(states[due], goals[due], generator=gen)
-                    dense[due] = _fit_length(new.dense, dense.shape[1])
+                    rows = torch.as_tensor(np.flatnonzero(due))
+                    warm = planner.shift(sampled[rows], since[due]) if cfg.warm_level is not None else None
+                    new = planner.plan(states[due], goals[due], generator=gen, warm_start=warm)
+                    dense[due] = new.dense  # same horizon, same length
+                    sampled[rows] = new.trajectories
                     since[due] = 0
                     num_plans[due] += 1
             actions = ctl(states, ctl.targets(dense, since))
@@ -185,14 +189,6 @@ def evaluate_protocol(
         "ref_min_score": lo, "ref_max_score": hi, "wall_seconds": round(time.time() - t0, 2),
     })
     return ProtocolResult(protocol, records, summary, kept_plans, kept_paths, chain)
-
-
-def _fit_length(dense: np.ndarray, length: int) -> np.ndarray:
-    """Pad (by holding the last state) or cut plans to ``length`` steps, so replans fit the buffer."""
-    L = dense.shape[1]
-    if L >= length:
-        return dense[:, :length]
-    return np.concatenate([dense, np.repeat(dense[:, -1:], length - L, axis=1)], axis=1)
 
 
 def write_records(records: Sequence[EpisodeRecord], path: str | Path) -> Path:

@@ -50,6 +50,8 @@ class MazePlanConfig:
         replan_every: env steps between plans (0: plan once per episode).
         replan_drift: also replan when the agent is farther than this from its tracking target
             (None: never for drift).
+        warm_level: replans start from the previous plan shifted by the elapsed steps, noised to this
+            share of the sampler's steps (None or 1: from pure noise).
     """
 
     num_candidates: int = 4
@@ -58,8 +60,11 @@ class MazePlanConfig:
     sampler_steps: int | None = None
     replan_every: int = 0
     replan_drift: float | None = None
+    warm_level: float | None = None
 
     def __post_init__(self) -> None:
+        if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
+            raise ValueError(f"warm_level must be in [0, 1] or None, got {self.warm_level}")
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if self.replan_every < 0:
@@ -80,6 +85,7 @@ class MazePlans:
     arrival: np.ndarray  # (N,) first dense step within GOAL_RADIUS of the goal (len(dense) if never)
     feasible: np.ndarray  # (N,) bool: every dense state lies in a free cell
     candidates: np.ndarray  # (N, K, H, S) all candidates
+    trajectories: torch.Tensor  # (N, H, A+S) the chosen plans as sampled (normalised): warm starts
     chain: np.ndarray | None = None  # (N, steps+1, H, S) denoising chain of the chosen plans
 
 
@@ -151,17 +157,26 @@ class MazePlanner:
             raise ValueError(f"start states must have {S} dims (x, y, vx, vy), got shape {starts.shape}")
         return starts
 
-    def plan(self, starts: np.ndarray, goals: np.ndarray, *, generator: torch.Generator | None = None,
-             seed: int | None = None, return_chain: bool = False) -> MazePlans:
-        """Plan from ``starts`` (N, S) to goal positions ``goals`` (N, 2), raw units."""
+    def plan(self, starts: np.ndarray, goals: np.ndarray, *, generator=None, seed=None,
+             return_chain: bool = False, warm_start: torch.Tensor | None = None) -> MazePlans:
+        """Plan from ``starts`` (N, S) to goal positions ``goals`` (N, 2), raw units.
+
+        ``seed``: one seed, or one per pair (each pair then gets the plan it would get alone).
+        ``warm_start``: (N, H, A+S) normalised plans to start from (:meth:`shift` of the previous
+        ``trajectories``), used with ``config.warm_level``.
+        """
         starts, goals = self.check_starts(starts), self.check_goals(goals)
         if len(goals) != len(starts):
             raise ValueError(f"{len(starts)} start states but {len(goals)} goals")
         N, K, S = len(starts), self.config.num_candidates, starts.shape[-1]
         goal_state = np.zeros((N, S))
         goal_state[:, :2] = goals  # position; velocities (and any further dims) 0: arrive at rest
+        warm, level = None, 1.0
+        if warm_start is not None and self.config.warm_level is not None:
+            warm, level = warm_start.repeat_interleave(K, 0), self.config.warm_level
         out = self.planner.plan(starts, goal_state, horizon=self.horizon, num_samples=K, sampler=self.sampler,
-                                seed=seed, generator=generator, return_chain=return_chain)
+                                seed=seed, generator=generator, return_chain=return_chain, warm_start=warm,
+                                warm_level=level)
         candidates = out.states.cpu().numpy().astype(np.float64).reshape(N, K, self.horizon, S)
         best, arrival, feasible = self.select(candidates, goals)
         rows = np.arange(N)
@@ -170,8 +185,17 @@ class MazePlanner:
         if out.chain is not None:
             c = out.chain.cpu().numpy()
             chain = c.reshape(N, K, *c.shape[1:])[rows, best]
+        chosen = out.trajectories.reshape(N, K, *out.trajectories.shape[1:])[torch.arange(N), torch.as_tensor(best)]
         return MazePlans(states, densify(states, self.stride), arrival[rows, best], feasible[rows, best],
-                         candidates, chain)
+                         candidates, chosen, chain)
+
+    def shift(self, trajectories: torch.Tensor, env_steps: np.ndarray) -> torch.Tensor:
+        """Plans (N, H, D) advanced by ``env_steps`` (N,) env steps: planned step k becomes step
+        k − env_steps // stride, and the end is padded with the last planned state."""
+        N, H, _ = trajectories.shape
+        offset = torch.as_tensor(np.asarray(env_steps) // self.stride, device=trajectories.device)
+        idx = (torch.arange(H, device=trajectories.device)[None] + offset[:, None]).clamp(max=H - 1)
+        return torch.gather(trajectories, 1, idx[..., None].expand(-1, -1, trajectories.shape[-1]))
 
     def select(self, candidates: np.ndarray, goals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pick one plan per pair: feasible (all dense states in free cells) first, then earliest arrival
@@ -192,4 +216,4 @@ class MazePlanner:
         return {"horizon": self.horizon, "stride": self.stride, "plan_steps": self.plan_steps,
                 "sampler": self.config.sampler, "sampler_steps": self.config.sampler_steps,
                 "num_candidates": self.config.num_candidates, "replan_every": self.config.replan_every,
-                "replan_drift": self.config.replan_drift}
+                "replan_drift": self.config.replan_drift, "warm_level": self.config.warm_level}

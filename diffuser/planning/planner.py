@@ -16,6 +16,7 @@ from diffuser.data.normalizers import TrajectoryNormalizer
 from diffuser.diffusion.constraints import Constraint
 from diffuser.diffusion.experts import Expert
 from diffuser.diffusion.model import TrajectoryDiffusion
+from diffuser.diffusion.noise import Generators, generators
 from diffuser.diffusion.samplers import Sampler
 
 
@@ -63,13 +64,16 @@ class Planner:
         return x
 
     def plan(self, start, goal=None, *, goal_dims: Sequence[int] | None = None, horizon: int | None = None,
-             num_samples: int = 1, sampler: Sampler | None = None, seed: int | None = None,
-             generator: torch.Generator | None = None, return_chain: bool = False) -> Plan:
+             num_samples: int = 1, sampler: Sampler | None = None, seed: int | Sequence[int] | None = None,
+             generator: Generators = None, return_chain: bool = False,
+             warm_start: torch.Tensor | None = None, warm_level: float = 1.0) -> Plan:
         """Sample plans from ``start`` (S,) or (B, S) to ``goal`` (k,) or (B, k), raw units.
 
         ``goal_dims`` are the state dims the goal fixes at the last step (default: all S). With
         ``num_samples`` > 1 each start gets that many candidates: the output batch is B·num_samples,
-        start-major.
+        start-major. ``seed``: one seed, or one per start (each start then gets the plans it would get
+        alone with that seed). ``warm_start``: (B·num_samples, H, A+S) *normalised* trajectories to
+        start from, noised to ``warm_level`` (e.g. the previous plan's ``trajectories``, shifted).
         """
         S = self.layout.observation_dim
         start = self._batch(start, "start state", S)
@@ -94,10 +98,16 @@ class Planner:
             constraints = [Constraint(c.timestep, c.dims, c.values.repeat_interleave(num_samples, 0))
                            for c in constraints]
         if generator is None and seed is not None:
-            generator = torch.Generator(self.device).manual_seed(seed)
+            if isinstance(seed, (int, np.integer)):
+                generator = torch.Generator(self.device).manual_seed(int(seed))
+            else:
+                if len(seed) != start.shape[0]:
+                    raise ValueError(f"{len(seed)} seeds for {start.shape[0]} start states: give one per start")
+                generator = generators(seed, self.device)
         out = self.model.sample(start.shape[0] * num_samples, horizon=horizon, conditions=conditions,
                                 constraints=constraints, experts=self.experts, sampler=sampler or self.sampler,
-                                generator=generator, return_chain=return_chain)
+                                generator=generator, return_chain=return_chain, warm_start=warm_start,
+                                warm_level=warm_level)
         raw = self.normalizer.unnormalize_trajectory(out.trajectories)
         chain = None
         if out.chain is not None:
