@@ -118,8 +118,9 @@ def run_fast_benchmark(checkpoint: str, maze: str | None = None, out: str = "res
               f"multi {row['multi']['score_mean']:6.1f} ± {row['multi']['score_se']:.1f}")
 
     warm = []
-    for name, steps, level in [("ddim", 5, None), ("ddim", 5, 0.4), ("dpmpp", 5, None), ("dpmpp", 5, 0.4),
-                               ("ddpm", None, None), ("ddpm", None, 0.3)]:
+    for name, steps, level in [("ddim", 5, None), ("ddim", 5, 0.4), ("ddim", 5, 0.6), ("dpmpp", 5, None),
+                               ("dpmpp", 5, 0.4), ("dpmpp", 5, 0.6), ("ddpm", None, None), ("ddpm", None, 0.3),
+                               ("ddpm", None, 0.6)]:
         planner = _planner(base, sampler=name, sampler_steps=steps, replan_every=10, warm_level=level)
         row = {"sampler": name, "steps": steps or T, "replan_every": 10, "warm_level": level}
         row.update(_evaluate(planner, refs, seeds, episodes))
@@ -127,15 +128,23 @@ def run_fast_benchmark(checkpoint: str, maze: str | None = None, out: str = "res
         print(f"replan every 10, {name} {steps or T}, warm {level}: single {row['single']['score_mean']:6.1f}, "
               f"multi {row['multi']['score_mean']:6.1f}, {row['multi']['wall_seconds']:.1f} s")
 
-    # Replanning at every env step: the whole episode's wall time (planning + simulation), one env at a time.
-    every = _planner(base, sampler="dpmpp", sampler_steps=3, replan_every=1, warm_level=0.4, num_candidates=1)
-    t0 = time.perf_counter()
-    res = evaluate_protocol(every, "single", refs, seeds=seeds[:1], episodes_per_seed=1, show_progress=False)
-    replan_every_step = {"sampler": "dpmpp", "steps": 3, "warm_level": 0.4, "candidates": 1,
-                         "episode_steps": res.summary["episode_steps"], "plans": res.records[0].plans,
-                         "episode_seconds": round(time.perf_counter() - t0, 2), "score": res.records[0].score}
-    print(f"replanning at every step: {replan_every_step['episode_seconds']} s per "
-          f"{replan_every_step['episode_steps']}-step episode")
+    # Replanning at every env step: one episode alone (its wall time: planning + simulation), then the
+    # score of 20 episodes (one seed) replanned the same way.
+    replan_every_step = []
+    for level in (None, 0.4, 0.7):
+        every = _planner(base, sampler="dpmpp", sampler_steps=3, replan_every=1, warm_level=level, num_candidates=1)
+        t0 = time.perf_counter()
+        one = evaluate_protocol(every, "single", refs, seeds=seeds[:1], episodes_per_seed=1, show_progress=False)
+        seconds = time.perf_counter() - t0
+        many = evaluate_protocol(every, "single", refs, seeds=seeds[:1], episodes_per_seed=episodes,
+                                 show_progress=False).summary
+        row = {"sampler": "dpmpp", "steps": 3, "warm_level": level, "candidates": 1,
+               "episode_steps": one.summary["episode_steps"], "plans_per_episode": one.records[0].plans,
+               "episode_seconds": round(seconds, 2), "score_mean": many["score_mean"], "score_se": many["score_se"],
+               "success_rate": many["success_rate"], "episodes": many["episodes"]}
+        replan_every_step.append(row)
+        print(f"replanning at every step (warm {level}): {row['episode_seconds']} s per "
+              f"{row['episode_steps']}-step episode; score {row['score_mean']:.1f} ± {row['score_se']:.1f}")
 
     default = {"config": f"H {base.horizon} (stride {base.stride}), T {T}, {cfg['model']['dim']}-wide "
                          f"{tuple(cfg['model']['dim_mults'])}, 4 candidates, DDPM {T} steps",

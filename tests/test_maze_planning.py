@@ -195,6 +195,9 @@ def test_shift_advances_plans_and_holds_their_end():
     shifted = planner.shift(traj, np.array([4, 15]))  # 2 and 7 planned steps
     assert shifted[0, :, 0].tolist() == [2, 3, 4, 5, 6, 7, 7, 7]
     assert shifted[1, :, 0].tolist() == [15] * 8
+    half = planner.shift(traj, np.array([1, 0]))  # half a planned step
+    assert half[0, :, 0].tolist() == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7]
+    assert torch.equal(half[1], traj[1])
 
 
 def test_warm_started_replans_run_through_the_evaluation():

@@ -191,11 +191,18 @@ class MazePlanner:
 
     def shift(self, trajectories: torch.Tensor, env_steps: np.ndarray) -> torch.Tensor:
         """Plans (N, H, D) advanced by ``env_steps`` (N,) env steps: planned step k becomes step
-        k − env_steps // stride, and the end is padded with the last planned state."""
-        N, H, _ = trajectories.shape
-        offset = torch.as_tensor(np.asarray(env_steps) // self.stride, device=trajectories.device)
-        idx = (torch.arange(H, device=trajectories.device)[None] + offset[:, None]).clamp(max=H - 1)
-        return torch.gather(trajectories, 1, idx[..., None].expand(-1, -1, trajectories.shape[-1]))
+        k − env_steps / stride, linearly interpolated between planned steps (an advance shorter than
+        the stride still moves the plan), and the end is held at the last planned state."""
+        N, H, D = trajectories.shape
+        device = trajectories.device
+        offset = torch.as_tensor(np.asarray(env_steps, dtype=np.float32) / self.stride, device=device)
+        pos = torch.arange(H, device=device, dtype=torch.float32)[None] + offset[:, None]
+        lo = pos.floor()
+        w = torch.where(lo >= H - 1, torch.zeros_like(pos), pos - lo)[..., None]
+        lo = lo.clamp(max=H - 1).long()
+        hi = (lo + 1).clamp(max=H - 1)
+        take = lambda idx: torch.gather(trajectories, 1, idx[..., None].expand(-1, -1, D))  # noqa: E731
+        return (1 - w) * take(lo) + w * take(hi)
 
     def select(self, candidates: np.ndarray, goals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pick one plan per pair: feasible (all dense states in free cells) first, then earliest arrival
