@@ -1,6 +1,7 @@
 """Planner ablations on one trained maze checkpoint: candidates, samplers, replanning, horizon.
 
     python scripts/maze_ablation.py runs/maze/umaze/train --maze umaze --out results/maze_ablation.json
+    python scripts/maze_ablation.py --table results/maze_ablation.json    # the README's Markdown table
 
 Every variant runs the same episodes (same seeds) of both protocols; the JSON holds each variant's
 planner settings, scores (mean ± s.e.), success rate, median steps to goal and planning wall time, with
@@ -34,13 +35,19 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?")
     parser.add_argument("--maze", default="umaze")
     parser.add_argument("--out", default="results/maze_ablation.json")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002])
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--variants", nargs="*", help="subset of variant names")
+    parser.add_argument("--table", metavar="JSON", help="print the Markdown table of a written result and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
+    if not args.checkpoint:
+        parser.error("give a trained checkpoint (e.g. runs/maze/umaze/train), or --table RESULT.json")
 
     commit = git_commit()
     base = MazePlanner.from_checkpoint(args.checkpoint, args.maze)
@@ -74,6 +81,18 @@ def main() -> None:
     with atomic_path(Path(args.out)) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print(f"written {args.out}")
+
+
+def markdown_table(report: dict) -> str:
+    """One row per variant: single and multi score (mean ± s.e.), success, plans per episode, wall time."""
+    lines = ["| variant | single | multi | success (single / multi) | plans per episode (multi) | wall s (multi) |",
+             "|---|---|---|---|---|---|"]
+    for name, row in report["variants"].items():
+        s, m = row["single"], row["multi"]
+        lines.append(f"| {name} | {s['score_mean']:.1f} ± {s['score_se']:.1f} | {m['score_mean']:.1f} ± "
+                     f"{m['score_se']:.1f} | {100 * s['success_rate']:.0f} % / {100 * m['success_rate']:.0f} % | "
+                     f"{m['plans_per_episode']:.1f} | {m['wall_seconds']:.0f} |")
+    return "\n".join(lines)
 
 
 def _train_info(checkpoint) -> dict:
