@@ -130,7 +130,7 @@ class TrajectoryDiffusion(nn.Module):
                sampler: Sampler | None = None, generator: Generators = None,
                noise: torch.Tensor | None = None, return_chain: bool = False,
                show_progress: bool = False, warm_start: torch.Tensor | None = None,
-               warm_level: float = 1.0) -> SampleOutput:
+               warm_level: float = 1.0, weight: float = 1.0) -> SampleOutput:
         """Sample normalised trajectories (B, H, D).
 
         Args:
@@ -138,10 +138,12 @@ class TrajectoryDiffusion(nn.Module):
             constraints: further constraints on any entries (e.g. a goal position only).
             experts: extra score terms composed with this model (guidance, costs, other models).
             warm_start / warm_level: start from these trajectories noised part-way (see ``loop.sample``).
+            weight: the weight of this model's own score in the product (1: plain sampling; e.g. a
+                sharper, lower-temperature model at > 1 when composed with other experts).
         """
         horizon = horizon or self.horizon
         cons = state_constraints(self.layout, conditions or {}) + list(constraints)
-        return sample([self.expert(), *experts], self.schedule, (batch_size, horizon, self.layout.transition_dim),
+        return sample([self.expert(weight), *experts], self.schedule, (batch_size, horizon, self.layout.transition_dim),
                       sampler=sampler, constraints=cons, clip_denoised=self.config.clip_denoised,
                       generator=generator, noise=noise, device=self.device, return_chain=return_chain,
                       show_progress=show_progress, warm_start=warm_start, warm_level=warm_level)

@@ -52,6 +52,7 @@ class MazePlanConfig:
             (None: never for drift).
         warm_level: replans start from the previous plan shifted by the elapsed steps, noised to this
             share of the sampler's steps (None or 1: from pure noise).
+        model_weight: weight of the model's score (1: as trained; > 1 sharpens it, a guide scale).
     """
 
     num_candidates: int = 4
@@ -61,6 +62,7 @@ class MazePlanConfig:
     replan_every: int = 0
     replan_drift: float | None = None
     warm_level: float | None = None
+    model_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
@@ -176,7 +178,7 @@ class MazePlanner:
             warm, level = warm_start.repeat_interleave(K, 0), self.config.warm_level
         out = self.planner.plan(starts, goal_state, horizon=self.horizon, num_samples=K, sampler=self.sampler,
                                 seed=seed, generator=generator, return_chain=return_chain, warm_start=warm,
-                                warm_level=level)
+                                warm_level=level, model_weight=self.config.model_weight)
         candidates = out.states.cpu().numpy().astype(np.float64).reshape(N, K, self.horizon, S)
         best, arrival, feasible = self.select(candidates, goals)
         rows = np.arange(N)
@@ -223,4 +225,5 @@ class MazePlanner:
         return {"horizon": self.horizon, "stride": self.stride, "plan_steps": self.plan_steps,
                 "sampler": self.config.sampler, "sampler_steps": self.config.sampler_steps,
                 "num_candidates": self.config.num_candidates, "replan_every": self.config.replan_every,
-                "replan_drift": self.config.replan_drift, "warm_level": self.config.warm_level}
+                "replan_drift": self.config.replan_drift, "warm_level": self.config.warm_level,
+                "model_weight": self.config.model_weight}
