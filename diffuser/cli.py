@@ -96,7 +96,7 @@ def _cmd_plan_maze(args: argparse.Namespace) -> None:
                                  replan_drift=args.replan_drift, warm_level=args.warm_level)
     run_maze_job(maze=args.maze, out_dir=args.out, checkpoint=args.checkpoint, protocols=args.protocols,
                  seeds=args.seeds, episodes_per_seed=args.episodes, plan_config=plan_config, device=args.device,
-                 overrides=args.overrides, record=args.record)
+                 overrides=args.overrides, record=args.record, train=args.train)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -130,9 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="plan: the maze job, or one plan from a checkpoint")
     plan_sub = plan.add_subparsers(dest="plan_command", required=True)
-    p = plan_sub.add_parser("maze", help="the main job: generate data if absent, train, evaluate in the maze")
+    p = plan_sub.add_parser("maze", help="the main job: generate data if absent, train (or take the shipped "
+                                                    "checkpoint), evaluate in the maze")
     p.add_argument("--maze", default="umaze", choices=["umaze", "medium", "large"])
     p.add_argument("--checkpoint", help="evaluate this export instead of training (trained on the same maze)")
+    p.add_argument("--train", action="store_true",
+                   help="train the fast config even where the project ships a checkpoint for the maze")
     p.add_argument("--out", help="output folder (default runs/maze/<maze>)")
     p.add_argument("--protocols", nargs="+", default=["single", "multi"], choices=["single", "multi"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002], help="evaluation seeds")

@@ -3,7 +3,9 @@
 ``diffuser plan maze`` (the README's first command) on its default does, on a fresh machine:
 
 1. generate ``diffuser/pointmaze/umaze-v2`` with the published recipe when it is not there yet;
-2. train the maze's fast config (``configs/experiment/maze_<maze>.yaml``), unless ``--checkpoint``;
+2. take the checkpoint the project ships for the maze (``assets/checkpoints/maze_<maze>``, made by this
+   job's own training step) or, with ``--train``, training overrides or no shipped checkpoint, train the
+   maze's fast config (``configs/experiment/maze_<maze>.yaml``); ``--checkpoint`` evaluates any export;
 3. evaluate single-task and multi-task (Multi2D) episodes in the real environment, plan + tracker;
 4. write ``maze.json`` (config, seeds, git commit, scores), per-episode JSONL records and figures, and
    print the score table next to the published numbers (converted to this dataset's reference scores).
@@ -30,6 +32,15 @@ PUBLISHED = {
     "diffuser": {"single": {"umaze": 82, "medium": 92, "large": 72}, "multi": {"umaze": 92, "medium": 97, "large": 78}},
     "best": {"single": {"umaze": 97, "medium": 115, "large": 119}, "multi": {"umaze": 102, "medium": 107, "large": 97}},
 }
+
+
+def shipped_checkpoint(maze: str) -> Path | None:
+    """The export the project ships for ``maze`` (trained by this job; see its config.json), if any.
+
+    Shipped checkpoints live beside the package in a source checkout, so an installed wheel has none and
+    trains instead."""
+    path = Path(__file__).resolve().parent.parent / "assets" / "checkpoints" / f"maze_{maze}"
+    return path if (path / "model.safetensors").exists() else None
 
 
 def ensure_dataset(maze: str) -> str:
@@ -68,6 +79,7 @@ def run_maze_job(
     device: str = "auto",
     overrides: Sequence[str] = (),
     record: str | Path | None = None,
+    train: bool = False,
 ) -> dict:
     """Run the job (see the module docstring); returns the report written to ``<out_dir>/maze.json``."""
     from diffuser.data.minari_io import dataset_info
@@ -84,7 +96,13 @@ def run_maze_job(
     device = resolve_device(device)
     command = "diffuser " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
 
+    if checkpoint is not None and train:
+        raise ValueError("--train and --checkpoint exclude each other: train a new model or evaluate a given one")
     dataset_id = ensure_dataset(maze)
+    if checkpoint is None and not train and not overrides:
+        checkpoint = shipped_checkpoint(maze)
+        if checkpoint is not None:
+            print(f"evaluating the checkpoint shipped for {maze} ({checkpoint}); --train trains a new one")
     if checkpoint is None:
         train = train_fast_config(maze, out / "train", device, overrides)
         checkpoint = train["checkpoint"]

@@ -187,6 +187,8 @@ def test_cli_maze_job_smoke(tmp_path):
     # A goal the job cannot use: an unknown maze is an error that names the valid ones.
     r = _cli("plan", "maze", "--maze", "huge", cwd=tmp_path, env=env)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = _cli("plan", "maze", "--train", "--checkpoint", str(out / "train"), cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "exclude each other" in r.stderr
 
 
 def test_shift_advances_plans_and_holds_their_end():
