@@ -207,3 +207,11 @@ def test_warm_started_replans_run_through_the_evaluation():
     res = evaluate_protocol(planner, "multi", (0.0, 100.0), seeds=(3,), episodes_per_seed=2, episode_steps=12,
                             show_progress=False)
     assert res.records[0].plans == 3 and res.summary["episodes"] == 2
+
+
+def test_replanning_at_every_step_can_continue_after_the_goal():
+    planner, _, _ = _tiny_planner(num_candidates=1, replan_every=1, replan_at_goal=True, sampler="ddim",
+                                  sampler_steps=2)
+    res = evaluate_protocol(planner, "multi", (0.0, 100.0), seeds=(3,), episodes_per_seed=2, episode_steps=10,
+                            show_progress=False)
+    assert [r.plans for r in res.records] == [10, 10]  # one plan per step, whether or not the goal was reached

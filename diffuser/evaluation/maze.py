@@ -142,7 +142,8 @@ def evaluate_protocol(
                 if cfg.replan_drift:
                     target = ctl.targets(dense, since - 1)  # where the agent should be now
                     due |= np.linalg.norm(states[:, :2] - target[:, :2], axis=-1) > cfg.replan_drift
-                due &= first_success < 0  # at the goal: keep holding it
+                if not cfg.replan_at_goal:
+                    due &= first_success < 0  # at the goal: keep holding it
                 if due.any():
                     rows = torch.as_tensor(np.flatnonzero(due))
                     warm = planner.shift(sampled[rows], since[due]) if cfg.warm_level is not None else None

@@ -53,6 +53,7 @@ class MazePlanConfig:
         warm_level: replans start from the previous plan shifted by the elapsed steps, noised to this
             share of the sampler's steps (None or 1: from pure noise).
         model_weight: weight of the model's score (1: as trained; > 1 sharpens it, a guide scale).
+        replan_at_goal: keep replanning after the goal is reached (default: hold it, plan no more).
     """
 
     num_candidates: int = 4
@@ -63,6 +64,7 @@ class MazePlanConfig:
     replan_drift: float | None = None
     warm_level: float | None = None
     model_weight: float = 1.0
+    replan_at_goal: bool = False
 
     def __post_init__(self) -> None:
         if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
