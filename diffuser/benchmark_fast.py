@@ -194,3 +194,28 @@ def plot_solvers(rows: list[dict], path: str) -> Path:
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def markdown(report: dict) -> str:
+    """The README's tables from a ``results/fast.json`` report."""
+    def score(r: dict) -> str:
+        return f"{r['score_mean']:.1f} ± {r['score_se']:.1f}"
+
+    lines = ["| solver | network calls | ms per plan (1 start, 4 candidates) | ms per plan (batch of 20) "
+             "| single | multi | success (single) |", "|---|---|---|---|---|---|---|"]
+    for r in report["solvers"]:
+        lines.append(f"| {r['sampler']} | {r['network_calls']} | {r['plan_ms']:.1f} | {r['plan_ms_per_plan_batch20']:.1f} "
+                     f"| {score(r['single'])} | {score(r['multi'])} | {100 * r['single']['success_rate']:.0f} % |")
+    lines += ["", "| replan every 10 steps | warm level | single | multi | plans per episode (single) "
+              "| wall s (60 single episodes) |", "|---|---|---|---|---|---|"]
+    for r in report["warm_starts"]:
+        level = "cold" if r["warm_level"] is None else f"{r['warm_level']:g}"
+        lines.append(f"| {r['sampler']} {r['steps']} | {level} | {score(r['single'])} | {score(r['multi'])} "
+                     f"| {r['single']['plans_per_episode']:.1f} | {r['single']['wall_seconds']:.1f} |")
+    lines += ["", "| replan at every step (DPM-Solver++ 3, 1 candidate) | warm level | plans per episode "
+              "| s per 300-step episode | single (20 episodes) |", "|---|---|---|---|---|"]
+    for r in report["replan_every_step"]:
+        level = "cold" if r["warm_level"] is None else f"{r['warm_level']:g}"
+        when = "all 300 steps" if r.get("replan_at_goal") else "until the goal, then hold"
+        lines.append(f"| {when} | {level} | {r['plans_per_episode']} | {r['episode_seconds']:.2f} | {score(r)} |")
+    return "\n".join(lines)

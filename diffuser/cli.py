@@ -103,6 +103,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "fast":
         from diffuser.benchmark_fast import run_fast_benchmark
 
+        if args.table:
+            from diffuser.benchmark_fast import markdown
+
+            print(markdown(json.loads(Path(args.table).read_text())))
+            return
         run_fast_benchmark(args.checkpoint, out=args.out or "results/fast.json")
         return
     from diffuser.benchmark import run_benchmark
@@ -174,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--configs", nargs="*", default=None, help="subset of configs to time")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--table", help="fast: print the Markdown tables of this results file instead of running")
     p.set_defaults(func=_cmd_bench)
 
     for module, fn in [("diffuser.collect.cli", "add_collect_parser"), ("diffuser.data.cli", "add_datasets_parser")]:
