@@ -190,7 +190,7 @@ def plot_solvers(rows: list[dict], path: str) -> Path:
     axes[0].legend(fontsize=7)
     axes[1].set_xscale("log")
     axes[1].set_xlabel("network calls per plan")
-    axes[1].set_ylabel("ms per plan (4 candidates, 1 thread pool)")
+    axes[1].set_ylabel("ms per plan (1 start, 4 candidates)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
