@@ -1,6 +1,6 @@
 """The ``diffuser`` command: one entry point, one sub-command per job.
 
-    diffuser train [hydra overrides]     train a planner (configs/train.yaml)
+    diffuser train [hydra overrides]     train a planner (configs/train.yaml); under torchrun: data-parallel
     diffuser demo                        the quick train-and-plan run on synthetic data
     diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
@@ -42,8 +42,14 @@ def run_hydra_train(overrides: list[str]) -> None:
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
     def _main(cfg) -> None:
-        summary = train_diffusion(cfg)
-        print(json.dumps(summary, indent=2, default=str))
+        from diffuser.training import distributed
+
+        try:
+            summary = train_diffusion(cfg)  # data-parallel when started by torchrun / srun
+            if distributed.current().is_main:
+                print(json.dumps(summary, indent=2, default=str))
+        finally:
+            distributed.shutdown()
 
     saved = sys.argv
     sys.argv = [saved[0], *overrides]
