@@ -236,7 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hydra_commands = {"train": _cmd_train, "job": _cmd_job}
+    if argv and argv[0] in hydra_commands:
+        # Everything after the command goes to Hydra as it is (argparse would refuse a leading -m;
+        # --help shows Hydra's help with the config).
+        args = argparse.Namespace(overrides=argv[1:], func=hydra_commands[argv[0]])
+    else:
+        args = parser.parse_args(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:
