@@ -229,14 +229,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        """Write ``resume.pt`` and the export for the current step (each atomically; rank 0 writes, but
-        every rank must call it: the RNG states of all ranks are gathered into the resume state)."""
+        """Write ``resume.pt`` and the export for the current step (each atomically). Rank 0 writes, but
+        every rank must call it: the RNG states of all ranks are gathered into the resume state, and
+        the ranks wait for rank 0 to finish writing."""
         rng = capture_rng_state()
         rng_per_rank = distributed.all_gather_objects(rng)
-        if not self.dist.is_main:
-            distributed.barrier()  # return when rank 0 has written the files
-            self._last_saved_step = self.step
-            return
+        try:
+            if self.dist.is_main:
+                self._write_checkpoint(rng, rng_per_rank)
+        finally:
+            distributed.barrier()
+        self._last_saved_step = self.step
+
+    def _write_checkpoint(self, rng: dict[str, Any], rng_per_rank: list[dict[str, Any]]) -> None:
         state = {
             "step": self.step,
             "items_consumed": self._items_consumed,
@@ -264,8 +269,6 @@ class Trainer:
             save_export(self.export_dir, tensors, export_config)
         finally:
             restore_rng_state(rng)
-            distributed.barrier()
-        self._last_saved_step = self.step
 
     def resume(self, path: str | Path | None = None) -> int:
         """Restore model, EMA, optimizer, step, data position and RNG from ``path`` (a resume file or a
