@@ -124,17 +124,15 @@ def test_dataset_lock_makes_a_second_process_wait_then_fail_clearly(tmp_path, mo
 
 
 # --------------------------------------------------------------------------------- a real multirun
-def test_multirun_of_tiny_jobs_with_the_local_launcher_aggregates(tmp_path):
+def test_multirun_of_tiny_jobs_with_the_local_launcher_aggregates(tmp_path, monkeypatch):
     pytest.importorskip("gymnasium_robotics")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     from diffuser.collect.pointmaze import collect_pointmaze_report
 
     datasets = tmp_path / "datasets"
-    os.environ["MINARI_DATASETS_PATH"] = str(datasets)
-    try:
+    with monkeypatch.context() as patch:  # a tiny U-Maze dataset, where the jobs will look for it
+        patch.setenv("MINARI_DATASETS_PATH", str(datasets))
         collect_pointmaze_report("umaze", steps=2000, reset_interval=1000, ref_episodes=2, progress=False)
-    finally:
-        del os.environ["MINARI_DATASETS_PATH"]
     sweep = tmp_path / "multirun"
     env = {**os.environ, "MINARI_DATASETS_PATH": str(datasets), "DIFFUSER_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
