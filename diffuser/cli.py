@@ -1,12 +1,14 @@
 """The ``diffuser`` command: one entry point, one sub-command per job.
 
-    diffuser train [hydra overrides]     train a planner (configs/train.yaml)
+    diffuser train [hydra overrides]     train a planner (configs/train.yaml); under torchrun: data-parallel
     diffuser demo                        the quick train-and-plan run on synthetic data
     diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
     diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
     diffuser datasets list|info          local datasets
+    diffuser job [-m] [hydra overrides]  one sweep run (train + evaluate a maze config); -m: a sweep
+    diffuser results aggregate DIRS...   the table of many runs: mean ± s.e. over seeds, IQM with CI
 """
 
 from __future__ import annotations
@@ -31,30 +33,64 @@ def config_dir() -> Path:
         "cannot find the Hydra configs (configs/train.yaml); run from a source checkout or set DIFFUSER_CONFIG_DIR")
 
 
-def run_hydra_train(overrides: list[str]) -> None:
-    """Run training through Hydra's own main, so that overrides, multirun and launchers all work."""
+def _run_hydra(config_name: str, task, overrides: list[str]) -> None:
+    """Run ``task(cfg)`` through Hydra's own main on ``configs/<config_name>.yaml``, so that overrides,
+    multirun (``-m``), sweeps and launchers all work."""
     import hydra
 
-    from diffuser.config import register_configs
-    from diffuser.training.pipeline import train_diffusion
-
-    register_configs()
-
-    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-    def _main(cfg) -> None:
-        summary = train_diffusion(cfg)
-        print(json.dumps(summary, indent=2, default=str))
-
+    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)
     saved = sys.argv
     sys.argv = [saved[0], *overrides]
     try:
-        _main()
+        main()
     finally:
         sys.argv = saved
 
 
+def _train_task(cfg) -> None:
+    from diffuser.training import distributed
+    from diffuser.training.pipeline import train_diffusion
+
+    try:
+        summary = train_diffusion(cfg)  # data-parallel when started by torchrun / srun
+        if distributed.current().is_main:
+            print(json.dumps(summary, indent=2, default=str))
+    finally:
+        distributed.shutdown()
+
+
+def _job_task(cfg) -> None:
+    from diffuser.job import run_job
+
+    run_job(cfg)
+
+
+def run_hydra_train(overrides: list[str]) -> None:
+    """``diffuser train``: configs/train.yaml with Hydra overrides."""
+    from diffuser.config import register_configs
+
+    register_configs()
+    _run_hydra("train", _train_task, overrides)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     run_hydra_train(args.overrides)
+
+
+def _cmd_job(args: argparse.Namespace) -> None:
+    from diffuser.job import register_job_configs
+
+    register_job_configs()
+    _run_hydra("job", _job_task, args.overrides)
+
+
+def _cmd_results_aggregate(args: argparse.Namespace) -> None:
+    from diffuser.evaluation.aggregate import aggregate_runs
+
+    group_by = None
+    if args.group_by:
+        group_by = [key for item in args.group_by for key in item.split(",") if key]
+    aggregate_runs(args.run_dirs, out=args.out, group_by=group_by, bootstrap=args.bootstrap, seed=args.seed)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -125,6 +161,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("job", help="one sweep run (configs/job.yaml): train a maze config, evaluate, write "
+                                   "result.json; -m sweeps (Hydra multirun)", add_help=False)
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_job)
+
+    results = sub.add_parser("results", help="tables from many runs")
+    results_sub = results.add_subparsers(dest="results_command", required=True)
+    p = results_sub.add_parser("aggregate", help="group runs (result.json + episodes_*.jsonl, found recursively) "
+                                                 "and write the table as JSON, Markdown and PNG")
+    p.add_argument("run_dirs", nargs="+", help="run folders, or folders above them (a multirun folder)")
+    p.add_argument("--out", help="output prefix: writes PREFIX.json, PREFIX.md, PREFIX.png "
+                                 "(default: <first RUN_DIR>/aggregate)")
+    p.add_argument("--group-by", nargs="+", metavar="KEYS",
+                   help="config keys that define a group, e.g. maze plan.model_weight (default: maze, "
+                        "protocol and every key that differs between runs, except seed)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the IQM's 95%% CI")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.set_defaults(func=_cmd_results_aggregate)
+
     p = sub.add_parser("demo", help="quick train-and-plan run on synthetic point-mass data")
     p.add_argument("--out", default="runs/demo", help="output folder (checkpoint, JSON, figure)")
     p.add_argument("--steps", type=int, default=3000, help="training steps")
@@ -190,7 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hydra_commands = {"train": _cmd_train, "job": _cmd_job}
+    if argv and argv[0] in hydra_commands:
+        # Everything after the command goes to Hydra as it is (argparse would refuse a leading -m;
+        # --help shows Hydra's help with the config).
+        args = argparse.Namespace(overrides=argv[1:], func=hydra_commands[argv[0]])
+    else:
+        args = parser.parse_args(argv)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -30,9 +30,20 @@ def compose_train_config(overrides: list[str]):
     from diffuser.cli import config_dir
     from diffuser.config import register_configs
 
+    from hydra.core.global_hydra import GlobalHydra
+
     register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    # Inside a running Hydra app (a `diffuser job`), Hydra is initialised already and refuses a second
+    # initialisation: set the app's instance aside while composing, then put it back.
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="train", overrides=overrides)
+    finally:
+        if outer is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)
 
 
 def track(plan_states: np.ndarray, start: np.ndarray, steps: int, dyn: PointMassDynamics) -> np.ndarray:

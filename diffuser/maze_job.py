@@ -13,10 +13,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
@@ -43,15 +45,58 @@ def shipped_checkpoint(maze: str) -> Path | None:
     return path if (path / "model.safetensors").exists() else None
 
 
+@contextlib.contextmanager
+def dataset_lock(dataset_id: str, timeout_s: float = 1800.0) -> Iterator[None]:
+    """Hold an exclusive file lock (``fcntl``) named after ``dataset_id`` under the datasets root.
+
+    Concurrent jobs of a sweep (one machine, or nodes sharing the datasets folder over a file system
+    with working locks) then generate a missing dataset once: the others wait and find it made. Waits
+    at most ``timeout_s`` and then fails with a message rather than hanging a sweep forever.
+    """
+    import fcntl
+
+    from diffuser.data.minari_io import datasets_root
+
+    lock_path = datasets_root() / ".locks" / (dataset_id.replace("/", "__") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        deadline, told = time.monotonic() + timeout_s, False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout_s:.0f} s for another process generating {dataset_id} "
+                                       f"(lock {lock_path}); generate it first with `diffuser collect pointmaze`, "
+                                       "or remove the lock file if no such process is running") from None
+                if not told:
+                    print(f"another process is generating {dataset_id}: waiting for it")
+                    told = True
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_dataset(maze: str) -> str:
-    """The local dataset id of ``maze``'s recipe data, generating it (about a minute) when absent."""
+    """The local dataset id of ``maze``'s recipe data, generating it (about a minute) when absent.
+
+    Safe to call from concurrent jobs: generation happens under :func:`dataset_lock`."""
     from diffuser.collect.pointmaze import collect_pointmaze, default_dataset_id
     from diffuser.data.minari_io import dataset_path
 
     dataset_id = default_dataset_id(maze)
-    if not (dataset_path(dataset_id) / "data" / "metadata.json").exists():
-        print(f"{dataset_id} is not here yet: generating it with the D4RL/pointmaze-v2 recipe")
-        collect_pointmaze(maze=maze)
+
+    def present() -> bool:
+        return (dataset_path(dataset_id) / "data" / "metadata.json").exists()
+
+    if not present():
+        with dataset_lock(dataset_id):
+            if not present():  # another job may have made it while this one waited for the lock
+                print(f"{dataset_id} is not here yet: generating it with the D4RL/pointmaze-v2 recipe")
+                collect_pointmaze(maze=maze)
     return dataset_id
 
 
@@ -80,8 +125,17 @@ def run_maze_job(
     overrides: Sequence[str] = (),
     record: str | Path | None = None,
     train: bool = False,
+    dataset: str | None = None,
+    episode_steps: int | None = None,
+    figures: bool = True,
 ) -> dict:
-    """Run the job (see the module docstring); returns the report written to ``<out_dir>/maze.json``."""
+    """Run the job (see the module docstring); returns the report written to ``<out_dir>/maze.json``.
+
+    ``dataset``: train on this dataset (a local Minari id or D4RL file of the same maze, with reference
+    scores) instead of the maze's generated one. ``episode_steps``: shorter evaluation episodes than the
+    maze's standard length (quick checks; the scores then do not compare with the published ones).
+    ``figures=False`` skips the plots.
+    """
     from diffuser.data.minari_io import dataset_info
     from diffuser.pretrained import load_model
     from diffuser.viz.maze import plot_maze_chain, plot_maze_plans
@@ -98,16 +152,17 @@ def run_maze_job(
 
     if checkpoint is not None and train:
         raise ValueError("--train and --checkpoint exclude each other: train a new model or evaluate a given one")
-    dataset_id = ensure_dataset(maze)
-    if checkpoint is None and not train and not overrides:
+    dataset_id = dataset or ensure_dataset(maze)
+    if checkpoint is None and not train and not overrides and not dataset:
         checkpoint = shipped_checkpoint(maze)
         if checkpoint is not None:
             print(f"evaluating the checkpoint shipped for {maze} ({checkpoint}); --train trains a new one")
     if checkpoint is None:
-        train = train_fast_config(maze, out / "train", device, overrides)
-        checkpoint = train["checkpoint"]
-        training = {"steps": train["step"], "minutes": train["train_minutes"], "config_name": train["config_name"],
-                    "parameters": train["parameters"], "device": str(device)}
+        data_override = [f"data.dataset={dataset}"] if dataset else []
+        summary = train_fast_config(maze, out / "train", device, [*data_override, *overrides])
+        checkpoint = summary["checkpoint"]
+        training = {"steps": summary["step"], "minutes": summary["train_minutes"],
+                    "config_name": summary["config_name"], "parameters": summary["parameters"], "device": str(device)}
     else:
         if overrides:
             raise ValueError("training overrides were given together with --checkpoint, which skips training")
@@ -119,29 +174,32 @@ def run_maze_job(
     info = dataset_info(dataset_id)
     refs = (info["ref_min_score"], info["ref_max_score"])
 
-    results, figures = {}, []
+    results, figure_paths = {}, []
     for protocol in protocols:
-        res = evaluate_protocol(planner, protocol, refs, seeds=seeds, episodes_per_seed=episodes_per_seed)
+        res = evaluate_protocol(planner, protocol, refs, seeds=seeds, episodes_per_seed=episodes_per_seed,
+                                episode_steps=episode_steps)
         write_records(res.records, out / f"episodes_{protocol}.jsonl")
+        results[protocol] = res.summary
+        if not figures:
+            continue
         titles = [f"score {r.score:.0f}" + (f", goal at {r.steps_to_goal}" if r.success else ", missed")
                   for r in res.records[: len(res.plans)]]
-        figures.append(str(plot_maze_plans(planner.maze, res.plans, res.paths, [r.goal for r in res.records[: len(res.plans)]],
+        figure_paths.append(str(plot_maze_plans(planner.maze, res.plans, res.paths, [r.goal for r in res.records[: len(res.plans)]],
                                            path=out / f"plans_{protocol}.png", titles=titles)))
         if res.chain is not None:
-            figures.append(str(plot_maze_chain(planner.maze, res.chain, path=out / f"chain_{protocol}.png")))
-        results[protocol] = res.summary
+            figure_paths.append(str(plot_maze_chain(planner.maze, res.chain, path=out / f"chain_{protocol}.png")))
 
     report = {
         "job": "maze", "maze": maze, "dataset": dataset_id, "git_commit": commit, "device": str(device),
         "checkpoint": str(checkpoint), "training": training, "planner": planner.describe(),
         "seeds": [int(s) for s in seeds], "episodes_per_seed": episodes_per_seed,
-        "reference_scores": {"min": refs[0], "max": refs[1]}, "results": results, "figures": figures,
+        "reference_scores": {"min": refs[0], "max": refs[1]}, "results": results, "figures": figure_paths,
         "command": command,
     }
     with atomic_path(out / "maze.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print_table(report)
-    print(f"\nresults: {out / 'maze.json'}\nfigures: {', '.join(figures)}")
+    print(f"\nresults: {out / 'maze.json'}" + (f"\nfigures: {', '.join(figure_paths)}" if figure_paths else ""))
     if record:
         record_results(report, record)
         print(f"recorded in {record}")

@@ -1,4 +1,5 @@
-"""Training: a model-agnostic trainer, EMA, checkpoints (export + resume) and metric logging.
+"""Training: a model-agnostic trainer, EMA, checkpoints (export + resume), metric logging, the seeded
+data order and data-parallel training (``torchrun``/SLURM; ``diffuser.training.distributed``).
 
     from diffuser.training import Trainer, TrainerConfig
     summary = Trainer(model, dataset, TrainerConfig(steps=1000), "runs/demo").train()
@@ -15,6 +16,8 @@ from diffuser.training.checkpoint import (
     save_export,
     save_resume,
 )
+from diffuser.training.data_order import DataOrder, ShardedBatchSampler
+from diffuser.training.distributed import init_distributed
 from diffuser.training.ema import EMA
 from diffuser.training.logging import (
     CSVLogger,
@@ -33,15 +36,18 @@ __all__ = [
     "CSVLogger",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DataOrder",
     "JSONLinesLogger",
     "Logger",
     "MultiLogger",
     "NonFiniteLossError",
     "NullLogger",
+    "ShardedBatchSampler",
     "TensorBoardLogger",
     "Trainer",
     "TrainerConfig",
     "capture_rng_state",
+    "init_distributed",
     "load_export",
     "load_resume",
     "make_logger",

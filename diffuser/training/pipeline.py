@@ -15,6 +15,7 @@ from diffuser.data.windows import GoalDataset, SequenceDataset
 from diffuser.diffusion.model import DiffusionConfig
 from diffuser.models.temporal_unet import UNetConfig
 from diffuser.pretrained import build_diffusion, export_state
+from diffuser.training import distributed
 from diffuser.training.trainer import Trainer, TrainerConfig
 from diffuser.utils import git_commit, seed_everything
 
@@ -31,6 +32,8 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
     """Train a TrajectoryDiffusion as ``cfg`` says; returns the trainer's summary (with the export path).
 
     ``cfg`` may be a TrainRunConfig or an OmegaConf/dict of the same shape (what Hydra hands over).
+    Started by ``torchrun`` (or ``srun``), it joins the process group and trains data-parallel; every
+    process loads the data the same way, and rank 0's ``run_dir`` is the run's.
     """
     plain = to_container(cfg)
     # Back from plain dicts to the dataclasses, which validate themselves on construction.
@@ -38,7 +41,11 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
     model_cfg = UNetConfig(**plain["model"])
     diffusion_cfg = DiffusionConfig(**plain["diffusion"])
     trainer_cfg = TrainerConfig(**plain["trainer"])
-    run_dir = Path(plain["run_dir"])
+    info = distributed.init_distributed(trainer_cfg.device)
+    # Each rank's Hydra may name its own output folder (a timestamp can tick between them): use rank 0's.
+    run_dir = Path(distributed.broadcast_object(plain["run_dir"]))
+    plain["run_dir"] = str(run_dir)
+    log = print if info.is_main else (lambda *args, **kwargs: None)
     seed_everything(trainer_cfg.seed)
 
     episodes = load_source(data.dataset, max_episodes=data.max_episodes,
@@ -48,7 +55,7 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
 
         episodes = stitch_contiguous(episodes)
     stats = episode_stats(episodes)
-    print(f"dataset {data.dataset}: {stats}")
+    log(f"dataset {data.dataset}: {stats}")
     train_eps, val_eps = split_episodes(episodes, data.val_fraction, seed=trainer_cfg.seed)
     normalizer = TrajectoryNormalizer(data.normalizer).fit(train_eps)  # fitted once, on training data only
     train_set = make_windows(train_eps, data, normalizer)
@@ -56,7 +63,7 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
 
     model = build_diffusion(train_set.layout, data.horizon, model_cfg, diffusion_cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f} M parameters, {len(train_set)} training windows of horizon {data.horizon}")
+    log(f"model: {n_params / 1e6:.2f} M parameters, {len(train_set)} training windows of horizon {data.horizon}")
     meta = {"dataset": data.dataset, "data": to_container(data), "seed": trainer_cfg.seed,
             "git_commit": git_commit(), "name": plain.get("name", "train")}
 
@@ -67,12 +74,15 @@ def train_diffusion(cfg: TrainRunConfig | Any) -> dict:
         return export_state(ema_model, normalizer, model_cfg, step=step,
                             train_seconds=round(time.time() - t_start, 1), **meta)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(plain, indent=2))
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(plain, indent=2))
+    distributed.barrier()
     trainer = Trainer(model, train_set, trainer_cfg, run_dir, val_dataset=val_set, export_fn=export_fn)
     if plain.get("resume"):
         trainer.resume(run_dir)
     summary = trainer.train()
     summary.update({"run_dir": str(run_dir), "checkpoint": str(run_dir / "checkpoint"), "parameters": n_params,
-                    "episodes": stats.count, "windows": len(train_set)})
+                    "episodes": stats.count, "windows": len(train_set), "world_size": info.world_size,
+                    "global_batch_size": trainer_cfg.batch_size * info.world_size})
     return summary

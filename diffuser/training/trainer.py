@@ -7,19 +7,29 @@ Exact resumption (CPU; ``num_workers=0`` or a dataset whose ``__getitem__`` is n
 things decide what a step computes, and the resume state captures each of them:
 
 1. Weights and optimizer moments: model, EMA and optimizer state dicts.
-2. Which items each micro-batch holds: the sampler below draws epoch ``e``'s permutation from a
-   generator seeded by ``(seed, e)``, so the data order is a pure function of the seed and the number
-   of batches drawn so far. The trainer counts the batches it *consumed* (prefetched ones don't count)
-   and a resumed sampler starts at that position without touching the skipped data.
+2. Which items each micro-batch holds: the data order (``diffuser.training.data_order``) is one
+   seeded stream of item indices, a pure function of the seed. The trainer counts the stream items it
+   *consumed* (prefetched ones don't count) and a resumed sampler starts at that item without touching
+   the skipped data, whatever the batch size or number of processes of the resumed run.
 3. The random numbers ``model.loss`` draws (diffusion timesteps, noise): the global RNG states
-   (python, numpy, torch CPU/CUDA) are saved with each resume state. Anything else that draws random
-   numbers between steps (validation, ``export_fn``) runs inside a save/restore of those states, and
-   the DataLoader gets its own generator so creating an iterator does not consume a global number.
+   (python, numpy, torch CPU/CUDA) of every rank are saved with each resume state. Anything else that
+   draws random numbers between steps (validation, ``export_fn``) runs inside a save/restore of those
+   states, and the DataLoader gets its own generator so creating an iterator does not consume a global
+   number.
 With CUDA, identical weights additionally need ``deterministic=True`` (non-deterministic kernels).
+
+Data-parallel training (``torchrun``, SLURM; see ``diffuser.training.distributed``): when a process group
+is running, the trainer wraps the model in DDP and ``batch_size`` is *per process*: N processes with
+batch b take the same global batches of N·b items as one process with batch N·b, and DDP averages their
+gradients. Each rank draws its diffusion noise from ``seed + rank · 1_000_003``; weights, optimizer and
+EMA stay identical on every rank; the logged loss is the mean over ranks; logs, checkpoints, validation
+and the progress bar belong to rank 0. A resume state holds every rank's RNG state; resuming with another
+number of processes continues the data order at the same item and re-seeds the noise per rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -30,8 +40,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
+from diffuser.training import distributed
 from diffuser.training.checkpoint import (
     capture_rng_state,
     load_resume,
@@ -39,8 +51,9 @@ from diffuser.training.checkpoint import (
     save_export,
     save_resume,
 )
+from diffuser.training.data_order import ShardedBatchSampler
 from diffuser.training.ema import EMA
-from diffuser.training.logging import Logger, make_logger
+from diffuser.training.logging import Logger, NullLogger, make_logger
 from diffuser.utils import git_commit, progress, resolve_device, seed_everything
 
 __all__ = ["NonFiniteLossError", "Trainer", "TrainerConfig"]
@@ -60,7 +73,7 @@ class TrainerConfig:
     (it used 2) and ``grad_clip`` (it used none)."""
 
     steps: int = 10000  # total optimizer steps; a resumed run continues up to this count
-    batch_size: int = 32  # items per micro-batch
+    batch_size: int = 32  # items per micro-batch *per process* (N processes: global batch N * batch_size)
     lr: float = 2e-4  # learning rate (constant)
     optimizer: str = "adam"  # "adam" or "adamw"
     weight_decay: float = 0.0  # L2 penalty for adam, decoupled decay for adamw
@@ -75,7 +88,7 @@ class TrainerConfig:
     save_every: int = 5000  # resume state + export every this many steps (0 = only at the end)
     num_workers: int = 0  # DataLoader worker processes (0 = load in the main process)
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    seed: int = 0  # seeds python/numpy/torch and the data order
+    seed: int = 0  # seeds python/numpy/torch and the data order (rank r's noise: seed + r * 1_000_003)
     deterministic: bool = False  # deterministic torch kernels (slower on GPU; see seed_everything)
     progress: bool = True  # tqdm bar (shown only on a terminal; DIFFUSER_PROGRESS=0/1 overrides)
 
@@ -112,25 +125,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-class _EpochBatchSampler(Sampler[list[int]]):
-    """Endless batches of indices; epoch ``e`` is a permutation drawn from a generator seeded by
-    ``(seed, e)``, and the incomplete last batch of each epoch is dropped (every step sees
-    ``batch_size`` items). ``start`` skips that many batches without loading them (for resuming)."""
+class _LossForward(nn.Module):
+    """Makes ``model.loss`` the ``forward`` that DDP wraps: DDP synchronizes gradients only for
+    computations that go through its own ``forward``."""
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start: int = 0) -> None:
-        self.num_items, self.batch_size, self.seed, self.start = num_items, batch_size, seed, start
-        self.per_epoch = num_items // batch_size
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
 
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, offset = divmod(self.start, self.per_epoch)
-        generator = torch.Generator()
-        while True:
-            # Spread (seed, epoch) over 63 bits so neighbouring seeds do not share epochs.
-            generator.manual_seed((self.seed * 0x9E3779B97F4A7C15 + epoch) % 2**63)
-            order = torch.randperm(self.num_items, generator=generator)
-            for b in range(offset, self.per_epoch):
-                yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
-            epoch, offset = epoch + 1, 0
+    def forward(self, batch: Any) -> Any:
+        return self.model.loss(batch)
 
 
 def _to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -156,8 +160,12 @@ class Trainer:
     added to the export config unless ``export_fn`` set them. ``logger`` replaces the default file
     loggers (the trainer then does not close it).
 
-    Seeds everything with ``config.seed`` on construction; seed before building the model as well
-    (``diffuser.utils.seed_everything``) so that initial weights are reproducible too.
+    Seeds everything with ``config.seed`` on construction (``seed + rank * 1_000_003`` on rank ``rank``);
+    seed before building the model as well (``diffuser.utils.seed_everything``) so that initial weights
+    are reproducible too (under DDP, rank 0's initial weights are broadcast to every rank).
+
+    With a process group running (``diffuser.training.distributed.init_distributed``), every rank builds
+    its Trainer the same way and calls ``train()``/``save()``/``resume()`` together: they are collective.
     """
 
     RESUME_NAME = "resume.pt"
@@ -181,12 +189,20 @@ class Trainer:
             raise ValueError(f"train_dataset has {len(train_dataset)} items, fewer than batch_size="
                              f"{config.batch_size}; lower the batch size or use more data")
         self.config = config
-        self.device = resolve_device(config.device)
-        seed_everything(config.seed, deterministic=config.deterministic)
+        self.dist = distributed.current()
+        self.device = distributed.rank_device(resolve_device(config.device), self.dist)
+        seed_everything(distributed.rank_seed(config.seed, self.dist.rank), deterministic=config.deterministic)
         self.model = model.to(self.device).train()
+        self._ddp: DistributedDataParallel | None = None
+        if self.dist.enabled:
+            # DDP broadcasts rank 0's weights and buffers on construction: the ranks start identical.
+            self._ddp = DistributedDataParallel(
+                _LossForward(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
         self.export_fn, self.logger = export_fn, logger
         self.run_dir = Path(run_dir)
+        # Made after the broadcast, so the average starts from the same weights on every rank and stays
+        # identical: each rank averages the same (synchronized) weights.
         self.ema = EMA(self.model, config.ema_decay, config.ema_start, config.ema_every)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer_cls = torch.optim.AdamW if config.optimizer.lower() == "adamw" else torch.optim.Adam
@@ -195,7 +211,7 @@ class Trainer:
         self.optimizer = optimizer_cls(self._params, lr=config.lr, weight_decay=config.weight_decay,
                                        fused=self.device.type in ("cpu", "cuda"))
         self.step = 0  # optimizer steps taken
-        self._batches_consumed = 0  # micro-batches taken from the data stream (the data-order position)
+        self._items_consumed = 0  # data-order position: stream items taken by all ranks together
         self._pending_rng: dict[str, Any] | None = None
         self._resumed_from: int | None = None
         self._last_saved_step: int | None = None
@@ -213,16 +229,29 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        """Write ``resume.pt`` and the export for the current step (each atomically)."""
+        """Write ``resume.pt`` and the export for the current step (each atomically). Rank 0 writes, but
+        every rank must call it: the RNG states of all ranks are gathered into the resume state, and
+        the ranks wait for rank 0 to finish writing."""
         rng = capture_rng_state()
+        rng_per_rank = distributed.all_gather_objects(rng)
+        try:
+            if self.dist.is_main:
+                self._write_checkpoint(rng, rng_per_rank)
+        finally:
+            distributed.barrier()
+        self._last_saved_step = self.step
+
+    def _write_checkpoint(self, rng: dict[str, Any], rng_per_rank: list[dict[str, Any]]) -> None:
         state = {
             "step": self.step,
-            "batches_consumed": self._batches_consumed,
+            "items_consumed": self._items_consumed,
+            "world_size": self.dist.world_size,
             "dataset_len": len(self.train_dataset),
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng,
+            "rng": rng,  # rank 0's, as a single-process run stores it
+            "rng_per_rank": rng_per_rank,
             "config": asdict(self.config),
             "git_commit": self._git_commit,
         }
@@ -240,16 +269,18 @@ class Trainer:
             save_export(self.export_dir, tensors, export_config)
         finally:
             restore_rng_state(rng)
-        self._last_saved_step = self.step
 
     def resume(self, path: str | Path | None = None) -> int:
         """Restore model, EMA, optimizer, step, data position and RNG from ``path`` (a resume file or a
         run directory; default ``run_dir/resume.pt``); ``train()`` then continues to ``config.steps``.
         Returns the restored step. The optimizer takes ``lr``/``weight_decay`` from the current config.
 
-        Build the Trainer with the same model architecture, dataset and config as the original run;
-        changing ``batch_size``, ``grad_accumulation``, ``seed`` or the dataset size still works but
-        the continuation then differs from an uninterrupted run (a warning says so).
+        Build the Trainer with the same model architecture, dataset and config as the original run. The
+        data order continues at the same stream item whatever the number of processes or batch size;
+        with another number of processes the per-rank noise streams cannot continue and are re-seeded
+        from ``(seed, step, rank)``. Changing the global batch (``batch_size`` x processes x
+        ``grad_accumulation``), ``seed`` or the dataset size still works but the continuation then
+        differs from an uninterrupted run (a warning says so).
         """
         path = Path(path) if path is not None else self.resume_path
         if path.is_dir():  # a run directory: its resume state
@@ -261,37 +292,59 @@ class Trainer:
         for group in self.optimizer.param_groups:  # the saved ones came back; the current config decides
             group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.step = int(state["step"])
-        self._batches_consumed = int(state["batches_consumed"])
+        saved_cfg, cfg = state["config"], self.config
+        saved_world = int(state.get("world_size", 1))
+        changed = []
+        if "items_consumed" in state:
+            self._items_consumed = int(state["items_consumed"])
+        else:  # written before the data order was counted in items (and dropped each epoch's ragged end)
+            self._items_consumed = int(state["batches_consumed"]) * int(saved_cfg["batch_size"])
+            changed.append("data-order format (older resume state)")
         # These decide the data order and random draws; others (lr, steps, ...) may change freely.
-        changed = [name for name in ("batch_size", "grad_accumulation", "seed")
-                   if state["config"].get(name) != getattr(self.config, name)]
+        saved_global = saved_cfg.get("batch_size", 0) * saved_world * saved_cfg.get("grad_accumulation", 1)
+        global_batch = cfg.batch_size * self.dist.world_size * cfg.grad_accumulation
+        if saved_global != global_batch:
+            changed.append(f"global batch {saved_global} -> {global_batch}")
+        if saved_cfg.get("seed") != cfg.seed:
+            changed.append("seed")
         if state.get("dataset_len") != len(self.train_dataset):
             changed.append(f"dataset size {state.get('dataset_len')} -> {len(self.train_dataset)}")
-        if changed:
+        if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with a different {', '.join(changed)}: the run continues, "
                           "but not as the original would have", stacklevel=2)
-        self._pending_rng = state["rng"]  # applied when train() starts, right before the next step
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) == self.dist.world_size:
+            self._pending_rng = per_rank[self.dist.rank]  # applied when train() starts, right before the next step
+        else:
+            if self.dist.is_main:
+                warnings.warn(f"resuming a {len(per_rank)}-process run with {self.dist.world_size} processes: "
+                              f"the data order continues at item {self._items_consumed}, the diffusion noise is "
+                              "re-seeded per rank", stacklevel=2)
+            # Reproducible for a given (seed, step, rank), and unlike any stream of the original run.
+            resumed_seed = (cfg.seed * 0x9E3779B97F4A7C15 + self.step) % 2**62
+            seed_everything(distributed.rank_seed(resumed_seed, self.dist.rank))
+            self._pending_rng = capture_rng_state()
         self._resumed_from = self._last_saved_step = self.step
         return self.step
 
     # ------------------------------------------------------------------------------------- the loop
     def _train_loader(self) -> Iterator[Any]:
         cfg = self.config
-        sampler = _EpochBatchSampler(
-            len(self.train_dataset), cfg.batch_size, cfg.seed, start=self._batches_consumed
-        )
+        sampler = ShardedBatchSampler(len(self.train_dataset), cfg.batch_size, cfg.seed, rank=self.dist.rank,
+                                      world_size=self.dist.world_size, start=self._items_consumed)
         loader = DataLoader(
             self.train_dataset,
             batch_sampler=sampler,
             num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             # Own generator: worker seeds come from it, not from (and not advancing) the global RNG.
-            generator=torch.Generator().manual_seed(cfg.seed),
+            generator=torch.Generator().manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank)),
         )
         return iter(loader)
 
-    def _loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = model.loss(batch)
+    def _loss(self, model: nn.Module, batch: Any, train: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+        # Under DDP the training loss goes through the DDP wrapper's forward, which syncs the gradients.
+        out = self._ddp(batch) if train and self._ddp is not None else model.loss(batch)
         loss, metrics = (out, {}) if isinstance(out, torch.Tensor) else out
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TypeError(f"{type(model).__name__}.loss must return (scalar tensor, dict), got {type(out)}")
@@ -302,16 +355,19 @@ class Trainer:
         accumulation = cfg.grad_accumulation
         self.optimizer.zero_grad(set_to_none=True)
         loss_mean, metric_means = 0.0, {}
+        first_bad: str | None = None
         for micro in range(accumulation):
             batch = _to_device(next(batches), self.device, non_blocking=self.device.type == "cuda")
-            self._batches_consumed += 1
-            loss, metrics = self._loss(self.model, batch)
+            self._items_consumed += cfg.batch_size * self.dist.world_size
+            # DDP: all-reduce the gradients once, on the last micro-batch, not after each one.
+            skip_sync = self._ddp is not None and micro < accumulation - 1
+            with self._ddp.no_sync() if skip_sync else contextlib.nullcontext():
+                loss, metrics = self._loss(self.model, batch, train=True)
+                # Divide so the accumulated gradient is the mean over micro-batches, as one big batch would give.
+                (loss / accumulation).backward()
             value = float(loss.detach())  # syncs with the GPU once per micro-batch; needed for the check
-            if not math.isfinite(value):
-                where = f", micro-batch {micro + 1}/{accumulation}" if accumulation > 1 else ""
-                raise self._diverged(f"loss is {value} at step {self.step + 1}{where}")
-            # Divide so the accumulated gradient is the mean over micro-batches, as one big batch would give.
-            (loss / accumulation).backward()
+            if not math.isfinite(value) and first_bad is None:
+                first_bad = f", micro-batch {micro + 1}/{accumulation}" if accumulation > 1 else ""
             loss_mean += value / accumulation
             for key, metric in metrics.items():
                 try:
@@ -319,6 +375,14 @@ class Trainer:
                     metric_means[key] = metric_means.get(key, 0.0) + float(metric) / accumulation
                 except (TypeError, ValueError, RuntimeError) as err:
                     raise TypeError(f"metric {key!r} from loss() is not a number: {metric!r}") from err
+        if self.dist.enabled:  # log the mean over ranks, i.e. over the global batch
+            names = sorted(metric_means)
+            reduced = distributed.mean_over_ranks([loss_mean, *(metric_means[k] for k in names)])
+            loss_mean, metric_means = reduced[0], dict(zip(names, reduced[1:]))
+        # Checked after backward (and on the rank mean), so that every rank takes the same decision: a
+        # rank stopping alone before the gradient all-reduce would leave the others waiting for it.
+        if not math.isfinite(loss_mean):
+            raise self._diverged(f"loss is {loss_mean} at step {self.step + 1}{first_bad or ''}")
         if cfg.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip)
         else:  # still measured: the norm is the first thing to look at when training misbehaves
@@ -375,7 +439,8 @@ class Trainer:
         """
         cfg = self.config
         cfg.validate()
-        if self._resumed_from is None and self.step == 0 and self.resume_path.exists():
+        main = self.dist.is_main
+        if main and self._resumed_from is None and self.step == 0 and self.resume_path.exists():
             warnings.warn(f"{self.run_dir} already holds a run; this fresh run overwrites it at its first "
                           "save (call trainer.resume() first to continue it instead)", stacklevel=2)
         if self._pending_rng is not None:
@@ -385,14 +450,15 @@ class Trainer:
         summary: dict[str, Any] = {"start_step": start_step, "loss": None, "val_loss": None}
         if self.step >= cfg.steps:
             return self._summary(summary, start_step, started)
-        logger = self.logger
+        logger = self.logger if main else NullLogger()  # only rank 0 writes logs
+        own_logger = logger is None
         if logger is None:
             keep_until = self.step if self._trained_before else self._resumed_from
             logger = make_logger(self.run_dir, resume_from=keep_until)
         self._trained_before = True
         batches = self._train_loader()
         bar = progress(total=cfg.steps, initial=self.step, desc="train", unit="step",
-                       disable=None if cfg.progress else True)
+                       disable=None if cfg.progress and main else True)
         sums: dict[str, float] = {}
         n_steps, step_time = 0, 0.0
         try:
@@ -415,7 +481,8 @@ class Trainer:
                     row["steps_per_sec"] = n_steps / max(step_time, 1e-9)
                     summary["loss"] = row["loss"]
                     sums, n_steps, step_time = {}, 0, 0.0
-                validating = self.val_dataset is not None and cfg.val_every > 0
+                # The EMA is the same on every rank: rank 0 alone scores it.
+                validating = main and self.val_dataset is not None and cfg.val_every > 0
                 if validating and (self.step % cfg.val_every == 0 or last):
                     row.update(self.validate())
                     summary["val_loss"] = row.get("val_loss")
@@ -425,7 +492,7 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
-            if self.logger is None:
+            if own_logger:
                 logger.close()
         return self._summary(summary, start_step, started)
 
