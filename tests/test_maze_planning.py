@@ -86,7 +86,7 @@ def test_selection_prefers_feasible_then_earliest_arrival():
     through_wall = early.copy()
     through_wall[2, :2] = [0.0, 0.0]  # the U's inner wall cell
     candidates = np.stack([late, through_wall, early])[None]
-    best, arrival, feasible = planner.select(candidates, goal)
+    best, arrival, feasible, _ = planner.select(candidates, goal)
     assert feasible.tolist() == [[True, False, True]]
     assert best.tolist() == [2]
     assert arrival[0, 2] < arrival[0, 0]
