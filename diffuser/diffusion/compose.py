@@ -186,3 +186,25 @@ def denoiser_expert(loaded, weight: float = 1.0, name: str | None = None, **kwar
     """A loaded checkpoint (model + normalizer) as a DenoiserExpert that declares what it was trained with."""
     model = loaded.model
     return model.expert(weight, normalizer=loaded.normalizer, name=name, **kwargs)
+
+
+def composition_from_config(cfg, *, device: str | torch.device = "cpu"):
+    """(Composition, corrector or None) from a config with ``experts:`` (see :func:`build_experts`) and an
+    optional ``corrector: {name, steps, step_size, leapfrog_steps, scale}``: the form of
+    ``configs/compose/*.yaml``. ``cfg`` may be a path to such a YAML file, an OmegaConf node or a dict.
+    """
+    from diffuser.diffusion.correctors import make_corrector
+
+    if isinstance(cfg, (str, bytes)) or hasattr(cfg, "read_text"):
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(str(cfg))
+    if hasattr(cfg, "_metadata"):  # an OmegaConf node: resolve interpolations into plain containers
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if "experts" not in cfg:
+        raise ValueError("a composition config needs an 'experts:' list")
+    corrector_cfg = dict(cfg.get("corrector") or {})
+    corrector = make_corrector(corrector_cfg.pop("name", None), **corrector_cfg)
+    return compose(build_experts(cfg["experts"], device=device)), corrector

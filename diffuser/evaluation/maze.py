@@ -96,12 +96,15 @@ def evaluate_protocol(
     keep: int = 8,
     show_progress: bool = True,
     path_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+    obstacles: Sequence | None = None,
 ) -> ProtocolResult:
     """Run ``len(seeds) * episodes_per_seed`` episodes of ``protocol``; see the module docstring.
 
     ``path_metrics(path (T+1, S), goal (2,)) -> dict`` adds measurements of each executed path to its
-    record's ``extra`` (e.g. the time spent in a preferred region). When the planner has hard cost
-    experts (obstacles), the summary reports how often first plans and executed paths enter them.
+    record's ``extra`` (e.g. the time spent in a preferred region). ``obstacles``: hard cost experts
+    (e.g. a DiscAvoid) whose regions count as collisions (default: the planner's own hard costs, so a
+    planner without the obstacle expert can be measured against the same obstacle); the summary reports
+    how often first plans and executed paths enter them.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
@@ -170,7 +173,8 @@ def evaluate_protocol(
             paths[:, t + 1] = states
             since += 1
             bar.update(1)
-        path_clear = planner.clear_of_hard_costs(paths)
+        plan_clear = planner.clear_of_hard_costs(first.dense, obstacles)
+        path_clear = planner.clear_of_hard_costs(paths, obstacles)
         for j in range(n):
             R = float(returns[j])
             records.append(EpisodeRecord(
@@ -180,7 +184,7 @@ def evaluate_protocol(
                 steps_to_goal=int(first_success[j]) if first_success[j] >= 0 else None,
                 final_distance=float(np.linalg.norm(states[j, :2] - goals[j])), plans=int(num_plans[j]),
                 plan_arrival=int(first.arrival[j]), plan_feasible=bool(first.feasible[j]),
-                plan_clear=bool(first.clear[j]), path_clear=bool(path_clear[j]),
+                plan_clear=bool(plan_clear[j]), path_clear=bool(path_clear[j]),
                 extra=path_metrics(paths[j], goals[j]) if path_metrics is not None else {}))
         if len(kept_plans) < keep:
             k = min(keep - len(kept_plans), n)

@@ -218,9 +218,10 @@ class MazePlanner:
         """The planner's experts that mark regions to avoid (positive weight, ``hard``)."""
         return [e for e in self.planner.experts if getattr(e, "hard", False) and e.weight > 0]
 
-    def clear_of_hard_costs(self, dense: np.ndarray) -> np.ndarray:
-        """(…,) bool for raw dense states (…, L, S): no state enters an avoided region."""
-        costs = self.hard_costs()
+    def clear_of_hard_costs(self, dense: np.ndarray, costs=None) -> np.ndarray:
+        """(…,) bool for raw dense states (…, L, S): no state enters a region the planner's hard costs
+        (or the given ``costs``) avoid."""
+        costs = self.hard_costs() if costs is None else list(costs)
         lead = dense.shape[:-2]
         if not costs:
             return np.ones(lead, dtype=bool)
