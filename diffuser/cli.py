@@ -129,7 +129,8 @@ def _cmd_compose(args: argparse.Namespace) -> None:
 
         common = dict(seeds=args.seeds, episodes_per_seed=args.episodes, num_candidates=args.candidates)
         if args.what == "obstacle":
-            entry = run_obstacle(args.checkpoint, corrector=args.corrector, figure=f"{args.assets}/compose_obstacle.png",
+            entry = run_obstacle(args.checkpoint, corrector=args.corrector, margin=args.margin,
+                                 figure=f"{args.assets}/compose_obstacle.png",
                                  **({"weights": args.weights} if args.weights else {}), **common)
             key = "maze_obstacle"
         else:
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="runs/maze/umaze/train", help="maze / split: the trained U-Maze model")
     p.add_argument("--weights", nargs="+", type=float, help="maze: expert weights to compare (0: without it)")
     p.add_argument("--corrector", choices=["ula", "uhmc"], help="maze obstacle: also run with this corrector")
+    p.add_argument("--margin", type=float, default=0.3, help="maze obstacle: clearance the DiscAvoid cost asks for")
     p.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002], help="evaluation seeds")
     p.add_argument("--episodes", type=int, default=20, help="episodes per seed")
     p.add_argument("--candidates", type=int, default=4, help="plans sampled per episode")

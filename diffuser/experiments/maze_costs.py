@@ -24,7 +24,7 @@ import numpy as np
 from diffuser.diffusion.correctors import make_corrector
 from diffuser.diffusion.costs import DiscAvoid, RegionPrefer
 from diffuser.evaluation.maze import evaluate_protocol
-from diffuser.planning.maze import MazePlanConfig, MazePlanner
+from diffuser.planning.maze import GOAL_RADIUS, MazePlanConfig, MazePlanner
 
 # On the route between the arms: the disc covers x ∈ [0.5, 1.1] at y = 0 (the inner half of the right
 # corridor, where plans cut the corner); a passage of 0.4 remains along the outer wall.
@@ -42,22 +42,30 @@ def _refs(checkpoint) -> tuple[float, float]:
     return info["ref_min_score"], info["ref_max_score"]
 
 
-def _summary(res, crossing: np.ndarray | None = None) -> dict:
+def _subset(records, keep: np.ndarray) -> dict:
+    recs = [r for r, k in zip(records, keep) if k]
+    if not recs:
+        return {"episodes": 0}
+    return {"episodes": len(recs),
+            "plan_collision_rate": float(np.mean([not r.plan_clear for r in recs])),
+            "path_collision_rate": float(np.mean([not r.path_clear for r in recs])),
+            "success_rate": float(np.mean([r.success for r in recs]))}
+
+
+def _summary(res, crossing: np.ndarray | None = None, avoidable: np.ndarray | None = None) -> dict:
     s = res.summary
     out = {k: s[k] for k in ("score_mean", "score_se", "success_rate", "episodes", "steps_to_goal_median",
                               "plan_collision_rate", "path_collision_rate", "first_plan_feasible", "wall_seconds")}
-    if crossing is not None and crossing.any():
-        recs = [r for r, c in zip(res.records, crossing) if c]
-        out["crossing"] = {"episodes": len(recs),
-                           "plan_collision_rate": float(np.mean([not r.plan_clear for r in recs])),
-                           "path_collision_rate": float(np.mean([not r.path_clear for r in recs])),
-                           "success_rate": float(np.mean([r.success for r in recs]))}
+    if crossing is not None:
+        out["crossing"] = _subset(res.records, crossing)
+    if avoidable is not None:
+        out["avoidable"] = _subset(res.records, avoidable)
     return out
 
 
 def run_obstacle(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 30.0), seeds=(1000, 1001, 1002),
                  episodes_per_seed: int = 20, num_candidates: int = 4, corrector: str | None = None,
-                 corrector_steps: int = 1, corrector_step_size: float = 0.1, margin: float = 0.15,
+                 corrector_steps: int = 1, corrector_step_size: float = 0.1, margin: float = 0.3,
                  figure: str | Path | None = "assets/compose_obstacle.png") -> dict:
     """Plans with the DiscAvoid expert at each weight (0: the plain planner), same episodes each."""
     refs = _refs(checkpoint)
@@ -70,7 +78,7 @@ def run_obstacle(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 30.
         variants = [("plain" if w == 0 else f"disc w={w:g}", None)]
         if corrector and w != 0:
             variants.append((f"disc w={w:g} + {corrector}",
-                             make_corrector(corrector, corrector_steps, corrector_step_size, scale="fixed")))
+                             make_corrector(corrector, corrector_steps, corrector_step_size, scale="sigma")))
         for name, corr in variants:
             planner = MazePlanner(base.planner, base.maze, base.stride, base.config,
                                   experts=[disc] if w != 0 else [], corrector=corr)
@@ -79,11 +87,18 @@ def run_obstacle(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 30.
             starts = np.array([r.start[:2] for r in res.records])
             goals = np.array([r.goal for r in res.records])
             crossing = np.sign(starts[:, 1]) != np.sign(goals[:, 1])  # opposite arms: the route passes the bend
-            rows[name] = {"weight": w, "corrector": repr(corr), **_summary(res, crossing)}
+            # Episodes whose start and goal region (goal radius) both lie outside the disc: a clean path exists.
+            centre = np.asarray(OBSTACLE["center"])
+            avoidable = ((np.linalg.norm(starts - centre, axis=-1) > OBSTACLE["radius"])
+                         & (np.linalg.norm(goals - centre, axis=-1) > OBSTACLE["radius"] + GOAL_RADIUS))
+            rows[name] = {"weight": w, "corrector": repr(corr), **_summary(res, crossing, avoidable)}
             kept[name] = res
             r = rows[name]
+            a = r["avoidable"]
             print(f"{name:<28} success {100 * r['success_rate']:5.1f} %  plan in disc {100 * r['plan_collision_rate']:5.1f} %"
-                  f"  path in disc {100 * r['path_collision_rate']:5.1f} %  ({r['wall_seconds']:.0f} s)", flush=True)
+                  f"  path in disc {100 * r['path_collision_rate']:5.1f} %  | avoidable ({a['episodes']}): plan "
+                  f"{100 * a.get('plan_collision_rate', 0):5.1f} %  path {100 * a.get('path_collision_rate', 0):5.1f} %"
+                  f"  ({r['wall_seconds']:.0f} s)", flush=True)
     entry = {"config": {"checkpoint": str(checkpoint), "maze": "umaze", "protocol": "multi", "obstacle": OBSTACLE,
                         "margin": margin, "num_candidates": num_candidates, "planner": base.describe(),
                         "episodes_per_seed": episodes_per_seed},
@@ -94,7 +109,7 @@ def run_obstacle(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 30.
     return entry
 
 
-def run_prefer(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 1.0, 3.0, 10.0, 30.0),
+def run_prefer(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 3.0, 10.0, 30.0, 100.0),
                seeds=(1000, 1001, 1002), episodes_per_seed: int = 20, num_candidates: int = 4,
                figure: str | Path | None = "assets/compose_prefer.png") -> dict:
     """Goal inpainting plus RegionPrefer over ``weights``: success, steps to goal, time in the region."""
@@ -104,7 +119,10 @@ def run_prefer(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 1.0, 
     lo, hi = np.array(PREFERRED["lo"]), np.array(PREFERRED["hi"])
 
     def in_region(path, goal) -> dict:
-        inside = ((path[:, :2] >= lo) & (path[:, :2] <= hi)).all(-1)
+        # Until the goal is first reached: afterwards the agent only holds the goal.
+        near = np.linalg.norm(path[:, :2] - goal, axis=-1) <= GOAL_RADIUS
+        until = int(near.argmax()) + 1 if near.any() else len(path)
+        inside = ((path[:until, :2] >= lo) & (path[:until, :2] <= hi)).all(-1)
         return {"time_in_region": float(inside.mean())}
 
     rows, kept = {}, {}
@@ -116,7 +134,6 @@ def run_prefer(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 1.0, 
                                 show_progress=False, path_metrics=in_region)
         s = res.summary
         steps = [r.steps_to_goal for r in res.records if r.steps_to_goal is not None]
-        # Time in the region until the goal is reached (afterwards the agent only holds the goal).
         name = f"w={w:g}"
         rows[name] = {"weight": w, "success_rate": s["success_rate"], "score_mean": s["score_mean"],
                       "score_se": s["score_se"], "steps_to_goal_mean": float(np.mean(steps)) if steps else None,
@@ -147,9 +164,13 @@ def _plot_paths(maze, results: dict, path: Path, disc: dict | None = None, box: 
 
     from diffuser.viz.maze import draw_walls
 
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.3), squeeze=False)
+    cols = min(4, len(results))
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.axis("off")
     x0, x1, y0, y1 = maze.bounds()
-    for ax, (name, res) in zip(axes[0], results.items()):
+    for ax, (name, res) in zip(axes.flat, results.items()):
         draw_walls(maze)(ax)
         if disc:
             ax.add_patch(Circle(disc["center"], disc["radius"], color="orange", alpha=0.6))
