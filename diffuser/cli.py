@@ -140,7 +140,7 @@ def _cmd_compose(args: argparse.Namespace) -> None:
     else:
         from diffuser.experiments.maze_split import run_split
 
-        entry = run_split(args.checkpoint, out_dir=args.runs, seed=args.seed, train_steps=args.train_steps or 3000,
+        entry = run_split(args.checkpoint, out_dir=args.runs, seed=args.seed, train_steps=args.train_steps or 1500,
                           seeds=args.seeds, episodes_per_seed=args.episodes, figure=f"{args.assets}/compose_split.png")
         key = "maze_split"
     path = record(key, entry, args.out)
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, default=4, help="plans sampled per episode")
     p.add_argument("--seed", type=int, default=0, help="toy / split: training and sampling seed")
     p.add_argument("--samples", type=int, default=2000, help="toy: samples per sampler")
-    p.add_argument("--train-steps", type=int, help="toy / split: training steps per model (default 1500 / 3000)")
+    p.add_argument("--train-steps", type=int, help="toy / split: training steps per model (default 1500)")
     p.add_argument("--runs", default="runs/compose", help="split: where the two models are trained")
     p.add_argument("--assets", default="assets", help="figure folder")
     p.add_argument("--out", default="results/compose.json", help="results file (one key per experiment)")

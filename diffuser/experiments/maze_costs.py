@@ -151,7 +151,36 @@ def run_prefer(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 3.0, 
              "command": f"diffuser compose maze prefer --checkpoint {checkpoint}"}
     if figure:
         entry["figure"] = str(_plot_paths(base.maze, kept, Path(figure), box=PREFERRED))
+        entry["tradeoff_figure"] = str(plot_tradeoff(rows, Path(figure).with_name("compose_prefer_tradeoff.png")))
     return entry
+
+
+def plot_tradeoff(rows: dict, path: Path) -> Path:
+    """Success, time in the region and steps to goal against the RegionPrefer weight."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = [r["weight"] for r in rows.values()]
+    x = np.arange(len(w))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(x, [100 * r["success_rate"] for r in rows.values()], "o-", label="success %")
+    ax.plot(x, [100 * r["time_in_region"] for r in rows.values()], "s-", label="time in region % (until goal)")
+    ax.set_xticks(x, [f"{v:g}" for v in w])
+    ax.set_xlabel("RegionPrefer weight")
+    ax.set_ylim(0, 105)
+    ax2 = ax.twinx()
+    ax2.plot(x, [r["steps_to_goal_mean"] or np.nan for r in rows.values()], "^--", color="tab:green",
+             label="steps to goal (mean, successes)")
+    ax2.set_ylabel("steps to goal")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _plot_paths(maze, results: dict, path: Path, disc: dict | None = None, box: dict | None = None,

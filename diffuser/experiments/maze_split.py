@@ -76,7 +76,7 @@ def train_region_model(episodes, region: str, base, run_dir: Path, steps: int, s
     return run_dir
 
 
-def run_split(checkpoint: str | Path, *, out_dir: str | Path = "runs/compose", seed: int = 0, train_steps: int = 3000,
+def run_split(checkpoint: str | Path, *, out_dir: str | Path = "runs/compose", seed: int = 0, train_steps: int = 1500,
               num_starts: int = 64, plans_per_start: int = 4, figure: str | Path | None = "assets/compose_split.png",
               **_ignored) -> dict:
     from diffuser.data.sources import load_source
