@@ -199,3 +199,22 @@ def test_energy_denoiser_epsilon_is_sigma_times_the_energy_gradient():
     assert all(p.grad is not None for p in model.parameters())
     expert = DenoiserExpert(model.eval(), "epsilon")
     assert expert.has_energy and expert.needs_grad
+
+
+def test_value_expert_and_condition_delta_terms():
+    from diffuser.diffusion.experts import ConditionDelta, ValueExpert, combined_epsilon
+
+    level = NoiseLevel(3, 0.8, 0.6, torch.full((4,), 3))
+    x = torch.randn(4, 2, 3)
+    # h = exp(V), V = Σ x: ε -= w·σ·∇V on x_t, and w·σ/α·∇V at x̂_0.
+    on_xt = ValueExpert(lambda y, t: y.flatten(1).sum(-1), weight=2.0)
+    assert torch.allclose(combined_epsilon([on_xt], x, level), torch.full_like(x, -2.0 * 0.6))
+    on_x0 = ValueExpert(lambda y, t: y.flatten(1).sum(-1), weight=2.0, on="x0")
+    assert torch.allclose(combined_epsilon([on_x0], x, level), torch.full_like(x, -2.0 * 0.6 / 0.8))
+
+    class Conditional(nn.Module):
+        def forward(self, x, t, cond):
+            return x * 0 + cond
+
+    delta = ConditionDelta(Conditional(), "epsilon", {"cond": 3.0}, {"cond": 1.0}, weight=0.5)
+    assert torch.allclose(combined_epsilon([delta], x, level), torch.full_like(x, 0.5 * 2.0))
