@@ -5,6 +5,7 @@
     diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
     diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
+    diffuser compose toy|maze|split      composition experiments (products of experts) -> results/compose.json
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
     diffuser datasets list|info          local datasets
     diffuser job [-m] [hydra overrides]  one sweep run (train + evaluate a maze config); -m: a sweep
@@ -152,6 +153,41 @@ def _cmd_bench(args: argparse.Namespace) -> None:
                   compile=args.compile)
 
 
+def _cmd_compose(args: argparse.Namespace) -> None:
+    from diffuser.experiments.results import record
+
+    if args.experiment == "toy":
+        from diffuser.experiments.toy2d import run_toy
+
+        entry = run_toy(out_dir=args.assets, seed=args.seed, num_samples=args.samples,
+                        train_steps=args.train_steps or 1500)
+        for r in entry["rows"]:
+            print(f"{r['experts']:<7} {r['sampler']:<6} MMD² {r['mmd2']:.4f}  grid KL {r['grid_kl']:.3f}  "
+                  f"score evals {r['score_evals']}  energy evals {r['energy_evals']}  acceptance {r['acceptance_mean']}")
+        key = "toy2d"
+    elif args.experiment == "maze":
+        from diffuser.experiments.maze_costs import run_obstacle, run_prefer
+
+        common = dict(seeds=args.seeds, episodes_per_seed=args.episodes, num_candidates=args.candidates)
+        if args.what == "obstacle":
+            entry = run_obstacle(args.checkpoint, corrector=args.corrector, margin=args.margin,
+                                 figure=f"{args.assets}/compose_obstacle.png",
+                                 **({"weights": args.weights} if args.weights else {}), **common)
+            key = "maze_obstacle"
+        else:
+            entry = run_prefer(args.checkpoint, figure=f"{args.assets}/compose_prefer.png",
+                               **({"weights": args.weights} if args.weights else {}), **common)
+            key = "maze_prefer"
+    else:
+        from diffuser.experiments.maze_split import run_split
+
+        entry = run_split(args.checkpoint, out_dir=args.runs, seed=args.seed, train_steps=args.train_steps or 1500,
+                          seeds=args.seeds, episodes_per_seed=args.episodes, figure=f"{args.assets}/compose_split.png")
+        key = "maze_split"
+    path = record(key, entry, args.out)
+    print(f"{key} written to {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffuser", description="Planning with trajectory diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--table", help="fast: print the Markdown tables of this results file instead of running")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("compose", help="composition experiments: toy (2-D product of two models), "
+                                         "maze obstacle|prefer (test-time cost experts), split (two planners)")
+    p.add_argument("experiment", choices=["toy", "maze", "split"])
+    p.add_argument("what", nargs="?", default="obstacle", choices=["obstacle", "prefer"], help="maze: which experiment")
+    p.add_argument("--checkpoint", default="runs/maze/umaze/train", help="maze / split: the trained U-Maze model")
+    p.add_argument("--weights", nargs="+", type=float, help="maze: expert weights to compare (0: without it)")
+    p.add_argument("--corrector", choices=["ula", "uhmc"], help="maze obstacle: also run with this corrector")
+    p.add_argument("--margin", type=float, default=0.3, help="maze obstacle: clearance the DiscAvoid cost asks for")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002], help="evaluation seeds")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per seed")
+    p.add_argument("--candidates", type=int, default=4, help="plans sampled per episode")
+    p.add_argument("--seed", type=int, default=0, help="toy / split: training and sampling seed")
+    p.add_argument("--samples", type=int, default=2000, help="toy: samples per sampler")
+    p.add_argument("--train-steps", type=int, help="toy / split: training steps per model (default 1500)")
+    p.add_argument("--runs", default="runs/compose", help="split: where the two models are trained")
+    p.add_argument("--assets", default="assets", help="figure folder")
+    p.add_argument("--out", default="results/compose.json", help="results file (one key per experiment)")
+    p.set_defaults(func=_cmd_compose)
 
     for module, fn in [("diffuser.collect.cli", "add_collect_parser"), ("diffuser.data.cli", "add_datasets_parser")]:
         # These modules import the simulators lazily, inside their handlers.

@@ -86,7 +86,7 @@ def test_selection_prefers_feasible_then_earliest_arrival():
     through_wall = early.copy()
     through_wall[2, :2] = [0.0, 0.0]  # the U's inner wall cell
     candidates = np.stack([late, through_wall, early])[None]
-    best, arrival, feasible = planner.select(candidates, goal)
+    best, arrival, feasible, _ = planner.select(candidates, goal)
     assert feasible.tolist() == [[True, False, True]]
     assert best.tolist() == [2]
     assert arrival[0, 2] < arrival[0, 0]
@@ -215,3 +215,32 @@ def test_replanning_at_every_step_can_continue_after_the_goal():
     res = evaluate_protocol(planner, "multi", (0.0, 100.0), seeds=(3,), episodes_per_seed=2, episode_steps=10,
                             show_progress=False)
     assert [r.plans for r in res.records] == [10, 10]  # one plan per step, whether or not the goal was reached
+
+
+def test_composition_from_config_and_obstacle_aware_selection(tmp_path):
+    from diffuser.diffusion.compose import composition_from_config
+    from diffuser.diffusion.costs import DiscAvoid
+
+    planner, model, normalizer = _tiny_planner(num_candidates=3)
+    tensors, cfg = export_state(model, normalizer, UNetConfig(dim=8, dim_mults=(1, 2)), step=0,
+                                dataset="diffuser/pointmaze/umaze-v2", data={"stride": 2})
+    save_export(tmp_path / "ckpt", tensors, cfg)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"checkpoint: {tmp_path / 'ckpt'}\nexperts:\n"
+                      "  - {kind: denoiser, checkpoint: '${checkpoint}', name: umaze}\n"
+                      "  - {kind: disc_avoid, center: [0.0, 1.0], radius: 0.3, weight: 5.0}\n"
+                      "corrector: {name: ula, steps: 1, step_size: 0.05}\n")
+    composition, corrector = composition_from_config(config)
+    assert composition.horizon == 16 and corrector.name == "ula"
+    disc = composition.experts[1]
+    assert isinstance(disc, DiscAvoid) and disc.weight == 5.0
+    # Selection: of three candidates, one crosses the disc at (0, 1) early; the clear one is kept.
+    composed = MazePlanner(planner.planner, "umaze", 2, MazePlanConfig(num_candidates=3), experts=[disc])
+    H = composed.horizon
+    line = lambda a, b: np.linspace(a, b, H)  # noqa: E731
+    through = np.concatenate([line([1, 1], [-1, 1]), np.zeros((H, 2))], 1)
+    through[H // 2:, :2] = [-1.0, 1.0]  # arrives early, through the disc
+    around = np.concatenate([line([1, 1], [-1, 1]), np.zeros((H, 2))], 1)
+    around[:, 1] = 1.0 + 0.4 * np.sin(np.linspace(0, np.pi, H))  # bends over the disc, arrives last
+    best, _, _, clear = composed.select(np.stack([through, around])[None], np.array([[-1.0, 1.0]]))
+    assert clear.tolist() == [[False, True]] and best.tolist() == [1]

@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 
 from diffuser.diffusion.constraints import Constraint, Inpaint
-from diffuser.diffusion.experts import Expert, NoiseLevel, combined_epsilon
+from diffuser.diffusion.correctors import Corrector, LevelTarget
+from diffuser.diffusion.experts import Expert, NoiseLevel, combined_epsilon, has_energy
 from diffuser.diffusion.noise import Generators, randn
 from diffuser.diffusion.predictions import eps_to_x0, x0_to_eps
 from diffuser.diffusion.samplers import DDPM, Sampler
@@ -25,6 +26,16 @@ from diffuser.utils import progress
 class SampleOutput:
     trajectories: torch.Tensor  # (B, H, D) final samples, constraints applied
     chain: torch.Tensor | None = None  # (B, S+1, H, D): initial noise, then x after each of S steps
+    # Evaluations of the combined score (each calls every active expert once) and of the energy
+    # (MALA/HMC), predictor and corrector together.
+    score_evals: int = 0
+    energy_evals: int = 0
+    acceptance: list[tuple[int, float]] | None = None  # (t, rate) per corrected level (MALA/HMC)
+
+    @property
+    def acceptance_mean(self) -> float | None:
+        """Mean acceptance over the corrected levels (None without a Metropolis corrector)."""
+        return sum(r for _, r in self.acceptance) / len(self.acceptance) if self.acceptance else None
 
 
 def sample(
@@ -42,6 +53,7 @@ def sample(
     show_progress: bool = False,
     warm_start: torch.Tensor | None = None,
     warm_level: float = 1.0,
+    corrector: Corrector | None = None,
 ) -> SampleOutput:
     """Draw trajectories of ``shape`` = (B, H, D) from the product of ``experts``.
 
@@ -59,6 +71,8 @@ def sample(
         warm_level: with ``warm_start``, the share of the sampler's steps to run: the warm start is
             noised to the level of the first step kept (x = α_t·warm + σ_t·noise) and denoised from
             there. 0 returns the warm start itself (constraints applied); 1 is a cold start.
+        corrector: optional MCMC corrector (:mod:`diffuser.diffusion.correctors`) run at every noise
+            level before the sampler's step, targeting the product of the experts at that level.
     """
     sampler = sampler or DDPM()
     shape = tuple(int(s) for s in shape)
@@ -86,17 +100,33 @@ def sample(
 
     # inference_mode is fastest, but its tensors cannot enter autograd; experts that differentiate
     # (value or cost gradients) get plain no_grad and enable grad locally.
-    needs_grad = any(getattr(e, "needs_grad", False) for e in experts)
+    if corrector is not None and corrector.needs_energy:
+        missing = [getattr(e, "name", type(e).__name__) for e in experts if e.weight != 0 and not has_energy(e)]
+        if missing:
+            raise ValueError(f"corrector {corrector.name!r} needs an energy from every expert, but {missing} "
+                             "expose none: use 'ula' or 'uhmc' (scores only), or energy-parameterised experts")
+    needs_grad = any(getattr(e, "needs_grad", False) for e in experts) or corrector is not None
     mode = torch.no_grad() if needs_grad else torch.inference_mode()
     with mode:
         if inpaint is not None:
             x = inpaint.apply(x)
         chain = [x] if return_chain else None
         t_batch = torch.empty(shape[0], dtype=torch.long, device=device)
+        score_evals = energy_evals = 0
+        acceptance = []
+        free = None if inpaint is None else (~inpaint.mask).to(x.dtype)
         for t, t_prev in progress(steps, desc="sampling", disable=not show_progress):
             alpha, sigma = schedule.alpha_sigma(t)
             level = NoiseLevel(t, alpha, sigma, t_batch.fill_(t))
+            if corrector is not None and corrector.steps:
+                target = LevelTarget(experts, level, free, inpaint.apply if inpaint is not None else None)
+                x, rate = corrector.run(x, target, generator)
+                score_evals += target.score_evals
+                energy_evals += target.energy_evals
+                if rate is not None:
+                    acceptance.append((t, rate))
             eps = combined_epsilon(experts, x, level)
+            score_evals += 1
             x0 = eps_to_x0(eps, x, alpha, sigma)
             if clip_denoised:
                 x0 = x0.clamp(-1.0, 1.0)
@@ -106,7 +136,8 @@ def sample(
                 x = inpaint.apply(x)
             if chain is not None:
                 chain.append(x)
-    return SampleOutput(x, torch.stack(chain, dim=1) if chain is not None else None)
+    return SampleOutput(x, torch.stack(chain, dim=1) if chain is not None else None, score_evals=score_evals,
+                        energy_evals=energy_evals, acceptance=acceptance or None)
 
 
 def _warm_steps(steps: list[tuple[int, int]], warm_start: torch.Tensor, shape: tuple, level: float):

@@ -15,6 +15,7 @@ from torch import nn
 
 from diffuser.data.layout import TrajectoryLayout
 from diffuser.diffusion.constraints import Constraint, Inpaint, state_constraints
+from diffuser.diffusion.correctors import Corrector
 from diffuser.diffusion.experts import DenoiserExpert, Expert
 from diffuser.diffusion.loop import SampleOutput, sample
 from diffuser.diffusion.noise import Generators
@@ -120,9 +121,12 @@ class TrajectoryDiffusion(nn.Module):
         loss = weighted_loss(prediction, target, weights, self.config.loss_type)
         return loss, {}
 
-    def expert(self, weight: float = 1.0, **kwargs) -> DenoiserExpert:
-        """This model as a score term for the sampling loop."""
-        return DenoiserExpert(self.denoiser, self.config.prediction_type, weight, **kwargs)
+    def expert(self, weight: float = 1.0, *, normalizer=None, name: str | None = None, **kwargs) -> DenoiserExpert:
+        """This model as a score term for the sampling loop (declaring its layout, horizon and schedule,
+        and ``normalizer`` when given, so that :func:`~diffuser.diffusion.compose.compose` can check them)."""
+        return DenoiserExpert(self.denoiser, self.config.prediction_type, weight, layout=self.layout,
+                              horizon=self.horizon, schedule=self.schedule, normalizer=normalizer, name=name,
+                              **kwargs)
 
     def sample(self, batch_size: int, *, horizon: int | None = None,
                conditions: Mapping[int, torch.Tensor] | None = None,
@@ -130,7 +134,7 @@ class TrajectoryDiffusion(nn.Module):
                sampler: Sampler | None = None, generator: Generators = None,
                noise: torch.Tensor | None = None, return_chain: bool = False,
                show_progress: bool = False, warm_start: torch.Tensor | None = None,
-               warm_level: float = 1.0, weight: float = 1.0) -> SampleOutput:
+               warm_level: float = 1.0, weight: float = 1.0, corrector: Corrector | None = None) -> SampleOutput:
         """Sample normalised trajectories (B, H, D).
 
         Args:
@@ -140,10 +144,12 @@ class TrajectoryDiffusion(nn.Module):
             warm_start / warm_level: start from these trajectories noised part-way (see ``loop.sample``).
             weight: the weight of this model's own score in the product (1: plain sampling; e.g. a
                 sharper, lower-temperature model at > 1 when composed with other experts).
+            corrector: MCMC corrector run at every noise level (see :mod:`diffuser.diffusion.correctors`).
         """
         horizon = horizon or self.horizon
         cons = state_constraints(self.layout, conditions or {}) + list(constraints)
         return sample([self.expert(weight), *experts], self.schedule, (batch_size, horizon, self.layout.transition_dim),
                       sampler=sampler, constraints=cons, clip_denoised=self.config.clip_denoised,
                       generator=generator, noise=noise, device=self.device, return_chain=return_chain,
-                      show_progress=show_progress, warm_start=warm_start, warm_level=warm_level)
+                      show_progress=show_progress, warm_start=warm_start, warm_level=warm_level,
+                      corrector=corrector)

@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ class EpisodeRecord:
     plans: int  # planning calls for this episode
     plan_arrival: int  # the first plan's arrival step (plan_steps when it never arrives)
     plan_feasible: bool  # the first plan stays in free cells
+    plan_clear: bool = True  # the first plan enters no region a hard cost expert avoids (test-time obstacle)
+    path_clear: bool = True  # nor does the executed path
+    extra: dict = field(default_factory=dict)  # what ``path_metrics`` measured on the executed path
 
 
 @dataclass
@@ -92,8 +95,17 @@ def evaluate_protocol(
     controller: TrackingController | None = None,
     keep: int = 8,
     show_progress: bool = True,
+    path_metrics: Callable[[np.ndarray, np.ndarray], dict] | None = None,
+    obstacles: Sequence | None = None,
 ) -> ProtocolResult:
-    """Run ``len(seeds) * episodes_per_seed`` episodes of ``protocol``; see the module docstring."""
+    """Run ``len(seeds) * episodes_per_seed`` episodes of ``protocol``; see the module docstring.
+
+    ``path_metrics(path (T+1, S), goal (2,)) -> dict`` adds measurements of each executed path to its
+    record's ``extra`` (e.g. the time spent in a preferred region). ``obstacles``: hard cost experts
+    (e.g. a DiscAvoid) whose regions count as collisions (default: the planner's own hard costs, so a
+    planner without the obstacle expert can be measured against the same obstacle); the summary reports
+    how often first plans and executed paths enter them.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     lo, hi = (float(v) for v in ref_scores)
@@ -162,6 +174,8 @@ def evaluate_protocol(
             paths[:, t + 1] = states
             since += 1
             bar.update(1)
+        plan_clear = planner.clear_of_hard_costs(first.dense, obstacles)
+        path_clear = planner.clear_of_hard_costs(paths, obstacles)
         for j in range(n):
             R = float(returns[j])
             records.append(EpisodeRecord(
@@ -170,7 +184,9 @@ def evaluate_protocol(
                 score=100.0 * (R - lo) / (hi - lo), success=bool(first_success[j] >= 0),
                 steps_to_goal=int(first_success[j]) if first_success[j] >= 0 else None,
                 final_distance=float(np.linalg.norm(states[j, :2] - goals[j])), plans=int(num_plans[j]),
-                plan_arrival=int(first.arrival[j]), plan_feasible=bool(first.feasible[j])))
+                plan_arrival=int(first.arrival[j]), plan_feasible=bool(first.feasible[j]),
+                plan_clear=bool(plan_clear[j]), path_clear=bool(path_clear[j]),
+                extra=path_metrics(paths[j], goals[j]) if path_metrics is not None else {}))
         if len(kept_plans) < keep:
             k = min(keep - len(kept_plans), n)
             kept_plans += list(first.dense[:k])
@@ -187,6 +203,8 @@ def evaluate_protocol(
         "steps_to_goal_median": float(np.median(reached)) if reached else None,
         "first_plan_feasible": float(np.mean([r.plan_feasible for r in records])),
         "plans_per_episode": float(np.mean([r.plans for r in records])),
+        "plan_collision_rate": float(np.mean([not r.plan_clear for r in records])),
+        "path_collision_rate": float(np.mean([not r.path_clear for r in records])),
         "ref_min_score": lo, "ref_max_score": hi, "wall_seconds": round(time.time() - t0, 2),
     })
     return ProtocolResult(protocol, records, summary, kept_plans, kept_paths, chain)

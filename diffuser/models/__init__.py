@@ -12,10 +12,12 @@ from .layers import (
     Upsample1d,
     mish,
 )
+from .mlp import MLPDenoiser
 from .temporal_unet import TemporalUnet, UNetConfig
 from .value_net import ValueConfig, ValueNet
 
 __all__ = [
+    "MLPDenoiser",
     "TemporalUnet",
     "UNetConfig",
     "ValueNet",

@@ -6,7 +6,8 @@
    a model trained on goal windows with rest padding (``data.rest_dims``) learns "arrive, then stay",
    so the plan chooses its own arrival time and is not forced to take exactly H-1 steps;
 2. ``num_candidates`` plans are sampled per pair in one batched call, and the one kept is the first
-   that stays in free cells and arrives earliest (:meth:`MazePlanner.select`);
+   that stays in free cells, enters no region a hard cost expert avoids (an obstacle added at test
+   time), and arrives earliest (:meth:`MazePlanner.select`);
 3. plans sampled at a temporal stride are interpolated to one state per env step, for the controller.
 
 Errors (a goal in a wall or outside the maze, a start of the wrong size, a checkpoint trained on another
@@ -88,6 +89,7 @@ class MazePlans:
     dense: np.ndarray  # (N, (H-1)*stride+1, S) one state per env step
     arrival: np.ndarray  # (N,) first dense step within GOAL_RADIUS of the goal (len(dense) if never)
     feasible: np.ndarray  # (N,) bool: every dense state lies in a free cell
+    clear: np.ndarray  # (N,) bool: no dense state enters a region a hard cost expert avoids
     candidates: np.ndarray  # (N, K, H, S) all candidates
     trajectories: torch.Tensor  # (N, H, A+S) the chosen plans as sampled (normalised): warm starts
     chain: np.ndarray | None = None  # (N, steps+1, H, S) denoising chain of the chosen plans
@@ -101,10 +103,16 @@ class MazePlanner:
         maze: the maze it plans in (walls for the feasibility check and the goal check).
         stride: env steps between planned states (the training windows' stride).
         config: sampling and selection settings.
+        experts: score terms composed with the model (costs, values, other models), added to the
+            planner's own; hard costs (obstacles) also steer the choice among candidates.
+        corrector: MCMC corrector run at every noise level (None: plain reverse diffusion).
     """
 
     def __init__(self, planner: Planner, maze: MazeMap | str, stride: int = 1,
-                 config: MazePlanConfig | None = None):
+                 config: MazePlanConfig | None = None, experts=(), corrector=None):
+        if experts or corrector is not None:
+            planner = Planner(planner.model, planner.normalizer, planner.sampler, [*planner.experts, *experts],
+                              planner.model_weight, corrector or planner.corrector)
         self.planner = planner
         self.maze = MazeMap.load(maze)
         self.stride = int(stride)
@@ -118,7 +126,7 @@ class MazePlanner:
 
     @classmethod
     def from_checkpoint(cls, path, maze: MazeMap | str | None = None, device: str | torch.device = "cpu",
-                        config: MazePlanConfig | None = None) -> "MazePlanner":
+                        config: MazePlanConfig | None = None, experts=(), corrector=None) -> "MazePlanner":
         """Load an export; ``maze`` defaults to the one its dataset names, and must match it when given."""
         from diffuser.pretrained import load_model
 
@@ -134,7 +142,7 @@ class MazePlanner:
             raise ValueError(f"{path} was trained on the {trained_on} maze ({loaded.config.get('dataset')}), "
                              f"not on {maze_obj.name!r}: use a checkpoint trained on this maze")
         stride = int(loaded.config.get("data", {}).get("stride", 1))
-        return cls(Planner(loaded.model, loaded.normalizer), maze_obj, stride, config)
+        return cls(Planner(loaded.model, loaded.normalizer), maze_obj, stride, config, experts, corrector)
 
     @property
     def plan_steps(self) -> int:
@@ -182,7 +190,7 @@ class MazePlanner:
                                 seed=seed, generator=generator, return_chain=return_chain, warm_start=warm,
                                 warm_level=level, model_weight=self.config.model_weight)
         candidates = out.states.cpu().numpy().astype(np.float64).reshape(N, K, self.horizon, S)
-        best, arrival, feasible = self.select(candidates, goals)
+        best, arrival, feasible, clear = self.select(candidates, goals)
         rows = np.arange(N)
         states = candidates[rows, best]
         chain = None
@@ -191,7 +199,7 @@ class MazePlanner:
             chain = c.reshape(N, K, *c.shape[1:])[rows, best]
         chosen = out.trajectories.reshape(N, K, *out.trajectories.shape[1:])[torch.arange(N), torch.as_tensor(best)]
         return MazePlans(states, densify(states, self.stride), arrival[rows, best], feasible[rows, best],
-                         candidates, chosen, chain)
+                         clear[rows, best], candidates, chosen, chain)
 
     def shift(self, trajectories: torch.Tensor, env_steps: np.ndarray) -> torch.Tensor:
         """Plans (N, H, D) advanced by ``env_steps`` (N,) env steps: planned step k becomes step
@@ -208,20 +216,43 @@ class MazePlanner:
         take = lambda idx: torch.gather(trajectories, 1, idx[..., None].expand(-1, -1, D))  # noqa: E731
         return (1 - w) * take(lo) + w * take(hi)
 
-    def select(self, candidates: np.ndarray, goals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pick one plan per pair: feasible (all dense states in free cells) first, then earliest arrival
-        within the goal radius, then the smallest final distance. Returns (best (N,), arrival (N, K),
-        feasible (N, K))."""
+    def hard_costs(self) -> list:
+        """The planner's experts that mark regions to avoid (positive weight, ``hard``)."""
+        return [e for e in self.planner.experts if getattr(e, "hard", False) and e.weight > 0]
+
+    def clear_of_hard_costs(self, dense: np.ndarray, costs=None) -> np.ndarray:
+        """(…,) bool for raw dense states (…, L, S): no state enters a region the planner's hard costs
+        (or the given ``costs``) avoid."""
+        costs = self.hard_costs() if costs is None else list(costs)
+        lead = dense.shape[:-2]
+        if not costs:
+            return np.ones(lead, dtype=bool)
+        states = torch.as_tensor(dense.reshape(-1, *dense.shape[-2:]), dtype=torch.float32)
+        norm = self.planner.normalizer.normalize_observations(states)
+        layout = self.planner.layout
+        x = layout.join(norm, torch.zeros(*norm.shape[:-1], layout.action_dim))
+        hit = torch.zeros(x.shape[0], dtype=torch.bool)
+        for cost in costs:
+            hit |= cost.violated(x)
+        return (~hit).numpy().reshape(lead)
+
+    def select(self, candidates: np.ndarray, goals: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Pick one plan per pair: feasible (all dense states in free cells) first, then clear of the
+        regions hard cost experts avoid, then earliest arrival within the goal radius, then the smallest
+        final distance. Returns (best (N,), arrival (N, K), feasible (N, K), clear (N, K))."""
         dense = densify(candidates, self.stride)  # (N, K, L, S)
         L = dense.shape[2]
         feasible = np.asarray(self.maze.is_free_xy(dense[..., :2])).all(axis=-1)
+        clear = self.clear_of_hard_costs(dense)
         dist = np.linalg.norm(dense[..., :2] - goals[:, None, None, :], axis=-1)  # (N, K, L)
         inside = dist <= GOAL_RADIUS
         arrival = np.where(inside.any(-1), inside.argmax(-1), L)
         final = dist[..., -1]
-        # Lexicographic: infeasible last; then arrival step; final distance (< 1e3) breaks ties.
-        key = (~feasible) * 1e9 + arrival * 1e3 + np.minimum(final, 999.0)
-        return key.argmin(axis=1), arrival, feasible
+        # Lexicographic: infeasible last, then plans through avoided regions; then arrival step (< 1e3
+        # steps); final distance (< 1e3) breaks ties.
+        key = (~feasible) * 1e9 + (~clear) * 1e7 + arrival * 1e3 + np.minimum(final, 999.0)
+        return key.argmin(axis=1), arrival, feasible, clear
 
     def describe(self) -> dict[str, Any]:
         return {"horizon": self.horizon, "stride": self.stride, "plan_steps": self.plan_steps,

@@ -14,6 +14,7 @@ import torch
 
 from diffuser.data.normalizers import TrajectoryNormalizer
 from diffuser.diffusion.constraints import Constraint
+from diffuser.diffusion.correctors import Corrector
 from diffuser.diffusion.experts import Expert
 from diffuser.diffusion.model import TrajectoryDiffusion
 from diffuser.diffusion.noise import Generators, generators
@@ -37,10 +38,12 @@ class Planner:
         sampler: default sampler (DDPM when None); each call may override it.
         experts: extra score terms composed with the model on every call.
         model_weight: the weight of the model's own score among the experts (1: the model as trained).
+        corrector: default MCMC corrector run at every noise level (None: plain reverse diffusion).
     """
 
     def __init__(self, model: TrajectoryDiffusion, normalizer: TrajectoryNormalizer,
-                 sampler: Sampler | None = None, experts: Sequence[Expert] = (), model_weight: float = 1.0):
+                 sampler: Sampler | None = None, experts: Sequence[Expert] = (), model_weight: float = 1.0,
+                 corrector: Corrector | None = None):
         if normalizer.observation_dim != model.layout.observation_dim or normalizer.action_dim != model.layout.action_dim:
             raise ValueError(
                 f"normalizer dims (obs {normalizer.observation_dim}, act {normalizer.action_dim}) do not match the "
@@ -49,6 +52,7 @@ class Planner:
         self.model, self.normalizer, self.sampler, self.experts = model, normalizer, sampler, list(experts)
         self.layout = model.layout
         self.model_weight = float(model_weight)
+        self.corrector = corrector
 
     @property
     def device(self) -> torch.device:
@@ -69,7 +73,7 @@ class Planner:
              num_samples: int = 1, sampler: Sampler | None = None, seed: int | Sequence[int] | None = None,
              generator: Generators = None, return_chain: bool = False,
              warm_start: torch.Tensor | None = None, warm_level: float = 1.0,
-             model_weight: float | None = None) -> Plan:
+             model_weight: float | None = None, corrector: Corrector | None = None) -> Plan:
         """Sample plans from ``start`` (S,) or (B, S) to ``goal`` (k,) or (B, k), raw units.
 
         ``goal_dims`` are the state dims the goal fixes at the last step (default: all S). With
@@ -77,7 +81,7 @@ class Planner:
         start-major. ``seed``: one seed, or one per start (each start then gets the plans it would get
         alone with that seed). ``warm_start``: (B·num_samples, H, A+S) *normalised* trajectories to
         start from, noised to ``warm_level`` (e.g. the previous plan's ``trajectories``, shifted).
-        ``model_weight``: overrides the planner's weight of the model's score for this call.
+        ``model_weight`` / ``corrector``: override the planner's for this call.
         """
         S = self.layout.observation_dim
         start = self._batch(start, "start state", S)
@@ -111,7 +115,8 @@ class Planner:
         out = self.model.sample(start.shape[0] * num_samples, horizon=horizon, conditions=conditions,
                                 constraints=constraints, experts=self.experts, sampler=sampler or self.sampler,
                                 generator=generator, return_chain=return_chain, warm_start=warm_start,
-                                warm_level=warm_level, weight=self.model_weight if model_weight is None else model_weight)
+                                warm_level=warm_level, weight=self.model_weight if model_weight is None else model_weight,
+                                corrector=corrector or self.corrector)
         raw = self.normalizer.unnormalize_trajectory(out.trajectories)
         chain = None
         if out.chain is not None:
