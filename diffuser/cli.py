@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed: train step and plan latency at the paper's configs; "
                                       "fast: score and latency vs solver steps and warm starts")
     p.add_argument("suite", nargs="?", default="speed", choices=["speed", "fast"])
-    p.add_argument("--checkpoint", default="runs/maze/umaze/train", help="fast: the maze model to evaluate")
+    p.add_argument("--checkpoint", default="assets/checkpoints/maze_umaze", help="fast: the maze model to evaluate")
     p.add_argument("--out", help="default results/bench.json (speed) or results/fast.json (fast)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--configs", nargs="*", default=None, help="subset of configs to time")
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "maze obstacle|prefer (test-time cost experts), split (two planners)")
     p.add_argument("experiment", choices=["toy", "maze", "split"])
     p.add_argument("what", nargs="?", default="obstacle", choices=["obstacle", "prefer"], help="maze: which experiment")
-    p.add_argument("--checkpoint", default="runs/maze/umaze/train", help="maze / split: the trained U-Maze model")
+    p.add_argument("--checkpoint", default="assets/checkpoints/maze_umaze", help="maze / split: the trained U-Maze model")
     p.add_argument("--weights", nargs="+", type=float, help="maze: expert weights to compare (0: without it)")
     p.add_argument("--corrector", choices=["ula", "uhmc"], help="maze obstacle: also run with this corrector")
     p.add_argument("--margin", type=float, default=0.3, help="maze obstacle: clearance the DiscAvoid cost asks for")

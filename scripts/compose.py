@@ -1,9 +1,9 @@
 """Composition experiments: a thin entry point for ``diffuser compose`` (same sub-commands).
 
     python scripts/compose.py toy
-    python scripts/compose.py maze obstacle --checkpoint runs/maze/umaze/train
-    python scripts/compose.py maze prefer --checkpoint runs/maze/umaze/train
-    python scripts/compose.py split --checkpoint runs/maze/umaze/train
+    python scripts/compose.py maze obstacle --checkpoint assets/checkpoints/maze_umaze
+    python scripts/compose.py maze prefer --checkpoint assets/checkpoints/maze_umaze
+    python scripts/compose.py split --checkpoint assets/checkpoints/maze_umaze
 """
 
 import sys

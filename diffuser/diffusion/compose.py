@@ -135,7 +135,7 @@ def build_experts(specs: Sequence[Mapping], *, base=None, device: str | torch.de
     """Experts from config entries, e.g. (YAML)::
 
         experts:
-          - {kind: denoiser, checkpoint: runs/maze/umaze/train, weight: 1.0}
+          - {kind: denoiser, checkpoint: assets/checkpoints/maze_umaze, weight: 1.0}
           - {kind: disc_avoid, center: [2.0, 1.0], radius: 0.5, weight: 30.0, margin: 0.1}
           - {kind: region_prefer, lo: [0.5, 0.5], hi: [1.5, 3.5], weight: 2.0}
           - {kind: smoothness, weight: 0.1}
