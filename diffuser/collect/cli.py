@@ -43,6 +43,35 @@ def _run_pointmaze(args: argparse.Namespace) -> None:
         )
 
 
+def _run_train_policy(args: argparse.Namespace) -> None:
+    from diffuser.collect.behaviour import TrainConfig, env_name_for, train_behaviour
+
+    run_dir = args.run_dir or f"runs/behaviour/{env_name_for(args.env)}-s{args.seed}"
+    cfg = TrainConfig(env=args.env, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      eval_episodes=args.eval_episodes, run_dir=run_dir)
+    try:
+        records = train_behaviour(cfg, show_progress=False if args.no_progress else None)
+    except (FileExistsError, ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    best = max(records, key=lambda r: r["eval_return"]) if records else None
+    print(f"trained {cfg.steps} steps into {run_dir}; best checkpoint: {json.dumps(best)}")
+
+
+def _run_export_policy(args: argparse.Namespace) -> None:
+    from diffuser.collect.behaviour import env_name_for, export_levels
+
+    out = args.out or f"assets/policies/{env_name_for(args.env)}"
+    try:
+        summary = export_levels(args.run_dir, out, eval_episodes=args.eval_episodes, medium_step=args.medium_step,
+                                expert_step=args.expert_step, replay_out=args.replay_out,
+                                show_progress=False if args.no_progress else None)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps(summary, indent=2))
+
+
 def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``collect pointmaze`` under ``subparsers``; returns the ``collect`` parser."""
     collect = subparsers.add_parser("collect", help="generate datasets locally (Minari format)")
@@ -71,4 +100,34 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run_pointmaze)
+
+    envs = ("hopper", "walker2d", "halfcheetah")
+    p = kinds.add_parser(
+        "train-policy", help="train a SAC behaviour policy for the locomotion datasets (needs the locomotion extra)",
+        description="Train SAC (stable-baselines3 defaults, one torch thread) on a Gymnasium MuJoCo env. Every "
+        "--checkpoint-every steps the deterministic actor is exported (safetensors + JSON) and evaluated, a line "
+        "goes to <run-dir>/log.jsonl and the replay buffer so far to <run-dir>/replay.npz.")
+    p.add_argument("--env", choices=envs, default="hopper", help="environment (default hopper)")
+    p.add_argument("--steps", type=int, default=300_000, help="environment steps (default 300,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--checkpoint-every", type=int, default=10_000, help="steps between checkpoints (default 10,000)")
+    p.add_argument("--eval-episodes", type=int, default=5, help="deterministic episodes per checkpoint (default 5)")
+    p.add_argument("--run-dir", default=None, help="output folder (default runs/behaviour/<env>-s<seed>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train_policy)
+
+    p = kinds.add_parser(
+        "export-policy", help="pick medium/expert checkpoints of a training run and export them to assets/policies",
+        description="Pick expert (best evaluated checkpoint) and medium (closest to a third of the expert's return) "
+        "from a train-policy run, re-evaluate them, write <out>/{medium,expert}.{safetensors,json} and the "
+        "medium part of the replay buffer (<out>/medium_replay.npz).")
+    p.add_argument("--env", choices=envs, default="hopper", help="environment (names the default --out)")
+    p.add_argument("--run-dir", required=True, help="the train-policy run folder")
+    p.add_argument("--out", default=None, help="output folder (default assets/policies/<env>)")
+    p.add_argument("--eval-episodes", type=int, default=20, help="episodes of the final evaluation (default 20)")
+    p.add_argument("--medium-step", type=int, default=None, help="force the medium checkpoint (training step)")
+    p.add_argument("--expert-step", type=int, default=None, help="force the expert checkpoint (training step)")
+    p.add_argument("--replay-out", default=None, help="medium replay npz (default <out>/medium_replay.npz)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_export_policy)
     return collect
