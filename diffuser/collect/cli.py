@@ -1,4 +1,10 @@
-"""``diffuser collect pointmaze ...``: generate a PointMaze dataset with the D4RL/pointmaze-v2 recipe."""
+"""``diffuser collect ...``: generate datasets locally.
+
+    pointmaze       a PointMaze dataset with the D4RL/pointmaze-v2 recipe
+    locomotion      a Hopper/Walker2d/HalfCheetah dataset from the exported behaviour policies
+    train-policy    train a SAC behaviour policy (stable-baselines3, extra "locomotion")
+    export-policy   pick medium/expert checkpoints of a run and export them to assets/policies
+"""
 
 from __future__ import annotations
 
@@ -43,6 +49,34 @@ def _run_pointmaze(args: argparse.Namespace) -> None:
         )
 
 
+def _run_locomotion(args: argparse.Namespace) -> None:
+    from diffuser.collect.locomotion import collect_locomotion_report
+    from diffuser.data.minari_io import DatasetError
+
+    steps = args.steps if args.steps is not None else (None if args.level == "medium-replay" else 200_000)
+    try:
+        report = collect_locomotion_report(
+            env=args.env, level=args.level, steps=steps, seed=args.seed, dataset_id=args.dataset_id,
+            policy_dir=args.policy_dir, replay=args.replay, action_noise=args.action_noise,
+            ref_episodes=args.ref_episodes, overwrite=args.overwrite, progress=not args.no_progress)
+    except (DatasetError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"wrote {report.dataset_id} to {report.path} ({report.size_bytes / 2**20:.1f} MiB)\n"
+            f"  {report.steps} steps, {report.episodes} episodes ({report.terminated_episodes} terminated, "
+            f"{report.truncated_episodes} truncated; mean length {report.mean_length:.1f}, mean return "
+            f"{report.mean_return:.1f})\n"
+            f"  reference scores over {report.ref_episodes} episodes: min {report.ref_min_score:.2f} (random), "
+            f"max {report.ref_max_score:.2f} (expert actor)\n"
+            f"  {report.seconds_total:.1f} s (collect {report.seconds_simulate:.1f}, reference scores "
+            f"{report.seconds_reference:.1f}, write {report.seconds_write:.1f})"
+        )
+
+
 def _run_train_policy(args: argparse.Namespace) -> None:
     from diffuser.collect.behaviour import TrainConfig, env_name_for, train_behaviour
 
@@ -73,7 +107,7 @@ def _run_export_policy(args: argparse.Namespace) -> None:
 
 
 def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``collect pointmaze`` under ``subparsers``; returns the ``collect`` parser."""
+    """Register ``collect pointmaze|locomotion|train-policy|export-policy`` under ``subparsers``; returns the ``collect`` parser."""
     collect = subparsers.add_parser("collect", help="generate datasets locally (Minari format)")
     kinds = collect.add_subparsers(dest="collect_kind", metavar="KIND")
     kinds.required = True
@@ -102,6 +136,29 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.set_defaults(func=_run_pointmaze)
 
     envs = ("hopper", "walker2d", "halfcheetah")
+    p = kinds.add_parser(
+        "locomotion", help="a Hopper/Walker2d/HalfCheetah dataset with the D4RL recipe (exported SAC policies)",
+        description="Collect a locomotion dataset with the exported behaviour policies of assets/policies/<env>/ "
+        "and write it as a local Minari dataset, by default diffuser/mujoco/<env>/<level>-v0. Levels: medium and "
+        "expert (the actor + Gaussian action noise), medium-replay (the SAC replay buffer up to the medium "
+        "checkpoint), medium-expert (the local medium and expert datasets concatenated).")
+    p.add_argument("--env", choices=envs, default="hopper", help="environment (default hopper)")
+    p.add_argument("--level", choices=("medium", "expert", "medium-replay", "medium-expert"), default="medium",
+                   help="dataset level (default medium)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="environment steps for medium/expert (default 200,000; D4RL used 1,000,000); for "
+                        "medium-replay at most this many buffer transitions (default all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of resets and action noise (default 0)")
+    p.add_argument("--dataset-id", default=None, metavar="ID", help="Minari id (default diffuser/mujoco/<env>/<level>-v0)")
+    p.add_argument("--policy-dir", default=None, help="folder of <env>/{medium,expert}.* (default assets/policies)")
+    p.add_argument("--replay", default=None, help="medium-replay buffer npz (default <policy-dir>/<env>/medium_replay.npz)")
+    p.add_argument("--action-noise", type=float, default=0.1, help="std of the Gaussian action noise (default 0.1)")
+    p.add_argument("--ref-episodes", type=int, default=50, help="episodes per reference score (default 50)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_run_locomotion)
+
     p = kinds.add_parser(
         "train-policy", help="train a SAC behaviour policy for the locomotion datasets (needs the locomotion extra)",
         description="Train SAC (stable-baselines3 defaults, one torch thread) on a Gymnasium MuJoCo env. Every "
