@@ -146,6 +146,12 @@ def test_loaders_build_trajectory_windows(store, policies):
     assert len(windows) == 400  # zero padding: a window at every step
     values = ValueDataset(episodes, 32, normalizer, padding="zeros")
     assert len(values) == 400
+    # terminations reach the value targets (penalty at a fall), truncations do not
+    index = {(int(e), int(s)): i for i, (e, s) in enumerate(values.indices)}
+    for k, ep in enumerate(episodes):
+        last = values[index[(k, len(ep) - 1)]]["values"].item()
+        expected = ep.rewards[-1] + (values.termination_penalty if ep.terminated else 0.0)
+        assert last == pytest.approx(expected, abs=1e-4)
 
 
 def test_medium_replay_splits_the_buffer(store, policies):
@@ -218,3 +224,12 @@ def test_interrupted_collection_leaves_nothing(store, policies, monkeypatch):
         _collect(policies, steps=100)
     assert not (store / MEDIUM).exists()
     assert not [p for p in store.iterdir() if p.name.startswith(".staging")]
+
+
+def test_missing_dataset_error_names_the_collect_command(store):
+    from diffuser.data.minari_io import DatasetNotFoundError, load_episodes
+
+    with pytest.raises(DatasetNotFoundError, match="diffuser collect locomotion --env hopper --level medium-replay"):
+        load_episodes("diffuser/mujoco/hopper/medium-replay-v0")
+    with pytest.raises(DatasetNotFoundError, match="written as diffuser/mujoco/walker2d/expert-v0"):
+        load_episodes("mujoco/walker2d/expert-v0")
