@@ -138,6 +138,11 @@ def test_loaders_build_trajectory_windows(store, policies):
     assert sum(len(ep) for ep in episodes) == 400
     assert any(ep.terminated for ep in episodes) and all(ep.final_observation is not None for ep in episodes)
     assert all(np.abs(ep.rewards).sum() > 0 for ep in episodes)
+    from diffuser.data.prepare import dataset_stats
+
+    stats = dataset_stats(episodes, printer=None)
+    assert "end in a termination" in str(stats) and not stats.has_goals
+    assert stats.success_fraction == pytest.approx(np.mean([ep.terminated for ep in episodes]))
     normalizer = TrajectoryNormalizer("gaussian").fit(episodes)
     windows = SequenceDataset(episodes, 32, normalizer, padding="zeros")  # the locomotion recipe
     item = windows[0]
@@ -233,3 +238,29 @@ def test_missing_dataset_error_names_the_collect_command(store):
         load_episodes("diffuser/mujoco/hopper/medium-replay-v0")
     with pytest.raises(DatasetNotFoundError, match="written as diffuser/mujoco/walker2d/expert-v0"):
         load_episodes("mujoco/walker2d/expert-v0")
+
+
+def test_export_picks_medium_and_expert_and_cuts_the_replay(tmp_path):
+    from diffuser.collect.behaviour import export_levels
+
+    run = tmp_path / "run"
+    returns = {1000: 50.0, 2000: 310.0, 3000: 700.0, 4000: 1000.0, 5000: 900.0}  # medium: 1000/3 -> step 2000
+    with open(tmp_path / "log.jsonl", "w") as log:
+        for k, (step, ret) in enumerate(returns.items()):
+            actor = _random_actor(k)
+            actor.card.train_steps, actor.card.eval_return = step, ret
+            save_policy(actor, run / "checkpoints" / f"step_{step:08d}")
+            log.write(json.dumps({"step": step, "eval_return": ret}) + "\n")
+    (tmp_path / "log.jsonl").rename(run / "log.jsonl")
+    n = 5000
+    arrays = {"observations": np.zeros((n, 11), np.float32), "next_observations": np.zeros((n, 11), np.float32),
+              "actions": np.zeros((n, 3), np.float32), "rewards": np.arange(n, dtype=np.float32),
+              "terminations": np.zeros(n, bool), "truncations": np.zeros(n, bool)}
+    np.savez(run / "replay.npz", **arrays)
+    summary = export_levels(run, tmp_path / "out", eval_episodes=2, show_progress=False)
+    assert summary["medium"]["step"] == 2000 and summary["expert"]["step"] == 4000
+    medium = load_policy(tmp_path / "out" / "medium")
+    assert medium.card.level == "medium" and medium.card.train_steps == 2000 and medium.card.eval_episodes == 2
+    with np.load(tmp_path / "out" / "medium_replay.npz") as replay:
+        np.testing.assert_array_equal(replay["rewards"], np.arange(2000))
+    assert (tmp_path / "out" / "training_log.jsonl").read_text() == (run / "log.jsonl").read_text()

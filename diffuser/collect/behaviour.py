@@ -235,6 +235,8 @@ def export_levels(run_dir: str | os.PathLike, out_dir: str | os.PathLike, eval_e
         returns = evaluate_policy(actor.act, card.env_id, eval_episodes, seed, progress_desc=f"eval {level}",
                                   show_progress=show_progress)
         card.level = level
+        if card.command and "diffuser/cli.py" in card.command.split(" ", 1)[0]:
+            card.command = "diffuser " + card.command.split(" ", 1)[1]  # run as `python -m diffuser.cli`
         card.extra = {**card.extra, "checkpoint_eval_return": rec["eval_return"],
                       "checkpoint_eval_episodes": card.eval_episodes, "eval_seed": seed,
                       "pick": "best evaluated return" if level == "expert" else
