@@ -209,7 +209,8 @@ def test_missing_policy_and_existing_dataset_are_clear_errors(store, policies, t
 
     parser = argparse.ArgumentParser(prog="diffuser")
     add_collect_parser(parser.add_subparsers(dest="cmd", required=True))
-    for argv, message in ((["--policy-dir", str(tmp_path / "nowhere"), "--dataset-id", "cli/x-v0"], "behaviour policy not found"),
+    nowhere = ["--policy-dir", str(tmp_path / "nowhere"), "--dataset-id", "cli/x-v0"]
+    for argv, message in ((nowhere, "behaviour policy not found"),
                           (["--policy-dir", str(policies)], "already exists")):
         args = parser.parse_args(["collect", "locomotion", "--steps", "100", "--no-progress", *argv])
         with pytest.raises(SystemExit) as info:

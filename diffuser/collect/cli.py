@@ -107,7 +107,7 @@ def _run_export_policy(args: argparse.Namespace) -> None:
 
 
 def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``collect pointmaze|locomotion|train-policy|export-policy`` under ``subparsers``; returns the ``collect`` parser."""
+    """Register ``collect pointmaze|locomotion|train-policy|export-policy``; returns the ``collect`` parser."""
     collect = subparsers.add_parser("collect", help="generate datasets locally (Minari format)")
     kinds = collect.add_subparsers(dest="collect_kind", metavar="KIND")
     kinds.required = True
@@ -149,9 +149,12 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help="environment steps for medium/expert (default 200,000; D4RL used 1,000,000); for "
                         "medium-replay at most this many buffer transitions (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of resets and action noise (default 0)")
-    p.add_argument("--dataset-id", default=None, metavar="ID", help="Minari id (default diffuser/mujoco/<env>/<level>-v0)")
-    p.add_argument("--policy-dir", default=None, help="folder of <env>/{medium,expert}.* (default assets/policies)")
-    p.add_argument("--replay", default=None, help="medium-replay buffer npz (default <policy-dir>/<env>/medium_replay.npz)")
+    p.add_argument("--dataset-id", default=None, metavar="ID",
+                   help="Minari id (default diffuser/mujoco/<env>/<level>-v0)")
+    p.add_argument("--policy-dir", default=None,
+                   help="folder of <env>/{medium,expert}.* (default assets/policies)")
+    p.add_argument("--replay", default=None,
+                   help="medium-replay buffer npz (default <policy-dir>/<env>/medium_replay.npz)")
     p.add_argument("--action-noise", type=float, default=0.1, help="std of the Gaussian action noise (default 0.1)")
     p.add_argument("--ref-episodes", type=int, default=50, help="episodes per reference score (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
@@ -167,7 +170,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--env", choices=envs, default="hopper", help="environment (default hopper)")
     p.add_argument("--steps", type=int, default=300_000, help="environment steps (default 300,000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--checkpoint-every", type=int, default=10_000, help="steps between checkpoints (default 10,000)")
+    p.add_argument("--checkpoint-every", type=int, default=10_000,
+                   help="steps between checkpoints (default 10,000)")
     p.add_argument("--eval-episodes", type=int, default=5, help="deterministic episodes per checkpoint (default 5)")
     p.add_argument("--run-dir", default=None, help="output folder (default runs/behaviour/<env>-s<seed>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -105,7 +105,8 @@ def _policy(policy_dir: str | os.PathLike | None, env: str, level: str) -> MLPAc
     base = Path(policy_dir) if policy_dir is not None else DEFAULT_POLICY_DIR
     actor = load_policy(base / env_name_for(env) / level)
     if actor.card.env_id != env_id_for(env):
-        raise PolicyError(f"{base / env_name_for(env) / level} was trained on {actor.card.env_id}, not {env_id_for(env)}")
+        raise PolicyError(f"{base / env_name_for(env) / level} was trained on {actor.card.env_id}, "
+                          f"not {env_id_for(env)}")
     return actor
 
 
@@ -235,8 +236,9 @@ def _write(dataset_id: str, episodes: list[_Episode], env_spec, metadata: dict, 
         with _minari_root(staging), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`author", category=UserWarning)
             warnings.filterwarnings("ignore", message=r"`code_permalink` is set to None", category=UserWarning)
-            minari.create_dataset_from_buffers(dataset_id=dataset_id, buffer=buffers, env=env_spec, eval_env=env_spec.id,
-                                               requirements=[f"mujoco=={mujoco.__version__}"], **metadata)
+            minari.create_dataset_from_buffers(
+                dataset_id=dataset_id, buffer=buffers, env=env_spec, eval_env=env_spec.id,
+                requirements=[f"mujoco=={mujoco.__version__}"], **metadata)
         namespace = dataset_id.rsplit("/", 1)[0]
         from minari.namespace import create_namespace, list_local_namespaces
 
@@ -247,7 +249,8 @@ def _write(dataset_id: str, episodes: list[_Episode], env_spec, metadata: dict, 
         old = None
         if final_dir.exists():
             if not overwrite:
-                raise FileExistsError(f"dataset {dataset_id!r} appeared at {final_dir} while collecting; not overwritten")
+                raise FileExistsError(
+                    f"dataset {dataset_id!r} appeared at {final_dir} while collecting; not overwritten")
             old = root / f".trash-{uuid.uuid4().hex[:12]}"
             os.rename(final_dir, old)
         os.rename(staging / dataset_id, final_dir)  # the id appears complete or not at all
@@ -364,10 +367,11 @@ def collect_locomotion_report(
     description = (
         f"{env_id} '{level}' dataset generated locally by diffuser with the D4RL recipe: {algorithm}. "
         f"{total} steps in {len(episodes)} episodes (an episode ends at a termination or at the time limit of "
-        f"{spec.max_episode_steps} steps; the last one is cut at the end of the run). Reference scores: uniform random policy "
-        f"(min) and the deterministic expert actor (max), {ref_episodes} episodes each.")
-    metadata = dict(algorithm_name=algorithm, code_permalink=f"diffuser/collect/locomotion.py at git commit {commit}" if commit else None, ref_min_score=ref_min,
-                    ref_max_score=ref_max, num_episodes_average_score=ref_episodes, description=description)
+        f"{spec.max_episode_steps} steps; the last one is cut at the end of the run). Reference scores: uniform "
+        f"random policy (min) and the deterministic expert actor (max), {ref_episodes} episodes each.")
+    permalink = f"diffuser/collect/locomotion.py at git commit {commit}" if commit else None
+    metadata = dict(algorithm_name=algorithm, code_permalink=permalink, ref_min_score=ref_min, ref_max_score=ref_max,
+                    num_episodes_average_score=ref_episodes, description=description)
     _write(dataset_id, episodes, spec, metadata, final_dir, root, overwrite, show)
     t_end = time.perf_counter()
     return LocomotionReport(
