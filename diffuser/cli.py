@@ -6,6 +6,8 @@
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
     diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
+    diffuser collect locomotion ...      generate a Hopper/Walker2d/HalfCheetah dataset (Minari format)
+    diffuser collect train-policy|export-policy   SAC behaviour policies for the locomotion datasets
     diffuser datasets list|info          local datasets
 """
 
