@@ -7,6 +7,8 @@
     diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
     diffuser compose toy|maze|split      composition experiments (products of experts) -> results/compose.json
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
+    diffuser collect locomotion ...      generate a Hopper/Walker2d/HalfCheetah dataset (Minari format)
+    diffuser collect train-policy|export-policy   SAC behaviour policies for the locomotion datasets
     diffuser datasets list|info          local datasets
     diffuser job [-m] [hydra overrides]  one sweep run (train + evaluate a maze config); -m: a sweep
     diffuser results aggregate DIRS...   the table of many runs: mean ± s.e. over seeds, IQM with CI

@@ -136,6 +136,11 @@ def test_official_id_explains_no_download(store):
     assert "diffuser collect pointmaze --maze large --dense" in str(err.value)
     with pytest.raises(DatasetNotFoundError) as err:
         load_episodes("mujoco/hopper/medium-v0")
+    # locomotion ids name the locomotion collector (a local stand-in under diffuser/mujoco/...), never pointmaze
+    assert "diffuser collect locomotion --env hopper --level medium" in str(err.value)
+    assert "collect pointmaze" not in str(err.value)
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_episodes("someone/cartpole/simple-v0")
     assert "diffuser collect" not in str(err.value)
 
 

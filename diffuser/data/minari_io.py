@@ -7,8 +7,8 @@ Dict observations (PointMaze: observation, achieved_goal, desired_goal) keep ``"
 state and put the other keys in ``Episode.infos`` (first ``N`` entries). Minari's own per-step infos
 go in as ``"info/<key>"`` when they are per-step arrays.
 
-Nothing here downloads: this machine has no network, and a missing PointMaze dataset can be generated
-locally (the error says how).
+Nothing here downloads: this machine has no network, and a missing PointMaze or locomotion dataset can be
+generated locally (the error says how).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ __all__ = [
 
 _ID_RE = re.compile(r"^(?:(?P<namespace>[-_\w][-_\w/]*[-_\w])/)?(?P<name>[-_.\w]+)-v(?P<version>\d+)$")
 _POINTMAZE_RE = re.compile(r"(?:pointmaze|maze2d).*?(open|umaze|medium|large)(-dense)?", re.IGNORECASE)
+_LOCOMOTION_RE = re.compile(r"(hopper|walker2d|halfcheetah)[-/_](medium-replay|medium-expert|medium|expert)",
+                            re.IGNORECASE)
 _MAZE_NAME_RE = re.compile(r"^(open|umaze|medium|large)(-dense)?(?:-v\d+)?$", re.IGNORECASE)
 
 
@@ -78,8 +80,26 @@ def _local_ids() -> list[str]:
     return sorted(ids)
 
 
+def _locomotion_hint(dataset_id: str, m: re.Match) -> str:
+    env, level = m.group(1).lower(), m.group(2).lower()
+    from diffuser.collect.locomotion import default_dataset_id
+
+    default = default_dataset_id(env, level)
+    cmd = f"diffuser collect locomotion --env {env} --level {level}"
+    if dataset_id == default:
+        return f"Generate it with:\n    {cmd}"
+    if _ID_RE.match(dataset_id) and dataset_id.startswith("diffuser/"):
+        return f"Generate it with:\n    {cmd} --dataset-id {dataset_id}"
+    return (f"{dataset_id} cannot be downloaded here. Generate a local {env} {level} dataset with the D4RL "
+            f"recipe:\n    {cmd}\n(it is written as {default})")
+
+
 def generate_hint(dataset_id: str) -> str:
-    """The ``diffuser collect pointmaze`` command that makes a local stand-in for ``dataset_id``, or ""."""
+    """The ``diffuser collect pointmaze|locomotion`` command that makes a local stand-in for ``dataset_id``,
+    or ""."""
+    loco = _LOCOMOTION_RE.search(dataset_id)
+    if loco:
+        return _locomotion_hint(dataset_id, loco)
     m = _POINTMAZE_RE.search(dataset_id)
     if not m:
         m = _MAZE_NAME_RE.match(dataset_id)  # a bare maze name such as "umaze-v2"

@@ -63,15 +63,17 @@ class DatasetStats:
     observation_dim: int
     action_dim: int
     contiguous_streams: int  # streams after stitch_contiguous (1 per reset block for PointMaze)
+    has_goals: bool = True  # False (locomotion): success_fraction is the share of episodes that terminated
 
     def __str__(self) -> str:
         p = self.length_percentiles
         hist = "\n".join(f"    {lo:>6}-{hi:<6} {n}" for lo, hi, n in self.length_histogram)
+        ends = "reach the goal" if self.has_goals else "end in a termination"
         return (
             f"{self.episodes}\n"
             f"  length percentiles: p5 {p['p5']:.0f}, p25 {p['p25']:.0f}, p50 {p['p50']:.0f}, "
             f"p75 {p['p75']:.0f}, p95 {p['p95']:.0f}\n"
-            f"  reach the goal: {100 * self.success_fraction:.1f}% of episodes\n"
+            f"  {ends}: {100 * self.success_fraction:.1f}% of episodes\n"
             f"  observation dim {self.observation_dim}, action dim {self.action_dim}, "
             f"{self.contiguous_streams} contiguous stream(s)\n"
             f"  length histogram:\n{hist}"
@@ -99,6 +101,7 @@ def dataset_stats(
         observation_dim=episodes[0].observation_dim,
         action_dim=episodes[0].action_dim,
         contiguous_streams=len(_stream_starts(episodes)),
+        has_goals=any("desired_goal" in ep.infos or "info/success" in ep.infos for ep in episodes),
     )
     if printer is not None:
         printer(str(stats))
