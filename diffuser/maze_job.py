@@ -208,7 +208,8 @@ def run_maze_job(
 
 def print_table(report: dict) -> None:
     maze, t = report["maze"], report["training"]
-    print(f"\n{maze}: {t.get('steps')} training steps"
+    given = "checkpoint_given" in t  # evaluated a trained model: its own training, not this run's
+    print(f"\n{maze}: {'a checkpoint trained for ' if given else ''}{t.get('steps')} training steps"
           + (f" in {t['minutes']:.1f} min" if t.get("minutes") is not None else ""))
     print(f"{'protocol':<8} {'score':>14} {'success':>8} {'to goal':>8} {'episodes':>9}   "
           f"{'Diffuser (paper)':>16} {'best published':>15}")
