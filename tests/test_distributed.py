@@ -129,14 +129,16 @@ def _worker(rank: int, world_size: int, port: int, root: str) -> None:
 
 
 def _start_two_processes(worker, root: str) -> None:
-    """Run ``worker(rank, 2, port, root)`` on two ranks. Forked where possible: the children inherit the
-    imported modules (torch, and the torch._dynamo that DDP's constructor imports), which spawned
-    children would each take seconds to import again. DataLoader workers are forked the same way;
-    the workers use one thread each."""
-    if "fork" in mp.get_all_start_methods():
-        import torch._dynamo  # noqa: F401  (imported once here rather than in each child)
+    """Run ``worker(rank, 2, port, root)`` on two ranks, forked from a fresh forkserver where there is one.
 
-        mp.start_processes(worker, args=(2, _free_port(), root), nprocs=2, join=True, start_method="fork")
+    Plain fork copies this pytest process, whose OpenMP pool and helper threads from earlier tests can
+    leave a lock held in the children (a hang); spawn is safe but re-imports torch in each child (tens of
+    seconds here). A forkserver is a fresh process that imports torch (and the torch._dynamo that DDP's
+    constructor imports) once; the children fork from it, clean and fast."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "torch._dynamo", "torch.distributed"])
+        mp.start_processes(worker, args=(2, _free_port(), root), nprocs=2, join=True, start_method="forkserver")
     else:
         mp.spawn(worker, args=(2, _free_port(), root), nprocs=2, join=True)
 
