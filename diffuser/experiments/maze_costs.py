@@ -157,10 +157,9 @@ def run_prefer(checkpoint: str | Path, *, weights: Sequence[float] = (0.0, 3.0, 
 
 def plot_tradeoff(rows: dict, path: Path) -> Path:
     """Success, time in the region and steps to goal against the RegionPrefer weight."""
-    import matplotlib
+    from diffuser.viz.plans import _plt, _save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     w = [r["weight"] for r in rows.values()]
     x = np.arange(len(w))
@@ -177,18 +176,14 @@ def plot_tradeoff(rows: dict, path: Path) -> Path:
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="lower left")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_paths(maze, results: dict, path: Path, disc: dict | None = None, box: dict | None = None,
                 episodes: int = 8) -> Path:
-    import matplotlib
+    from diffuser.viz.plans import _plt, _save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
     from matplotlib.patches import Circle, Rectangle
 
     from diffuser.viz.maze import draw_walls
@@ -215,7 +210,4 @@ def _plot_paths(maze, results: dict, path: Path, disc: dict | None = None, box: 
         ax.set_title(name, fontsize=9)
     fig.suptitle("plans (dashed) and executed paths (solid)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -145,10 +145,9 @@ def run_split(checkpoint: str | Path, *, out_dir: str | Path = "runs/compose", s
 
 
 def _plot(maze, kept: dict, path: Path, n: int = 24) -> Path:
-    import matplotlib
+    from diffuser.viz.plans import _plt, _save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
     from matplotlib.patches import Rectangle
 
     from diffuser.viz.maze import draw_walls
@@ -166,7 +165,4 @@ def _plot(maze, kept: dict, path: Path, n: int = 24) -> Path:
         ax.set_title(name, fontsize=9)
     fig.suptitle("plans from the overlap: upper region (blue), right region (orange)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

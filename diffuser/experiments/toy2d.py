@@ -167,10 +167,9 @@ def run_toy(*, out_dir: str | Path = "assets", seed: int = 0, num_samples: int =
 
 
 def plot_toy(samples: dict, truth: GaussianMixture, path: Path, rows: list[dict]) -> Path:
-    import matplotlib
+    from diffuser.viz.plans import _plt, _save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     kinds = ["exact", "score", "energy"]
     names = list(dict.fromkeys(k[1] for k in samples))
@@ -194,7 +193,4 @@ def plot_toy(samples: dict, truth: GaussianMixture, path: Path, rows: list[dict]
                 ax.set_title(f"{kind} · {name}\nMMD² {r['mmd2']:.4f}  KL {r['grid_kl']:.2f}", fontsize=8)
     fig.suptitle("ring × bar: samples (red) over the true product density (blue)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
