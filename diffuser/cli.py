@@ -1,8 +1,10 @@
 """The ``diffuser`` command: one entry point, one sub-command per job.
 
     diffuser train [hydra overrides]     train a planner (configs/train.yaml); under torchrun: data-parallel
+    diffuser train-value checkpoint=PATH train a value function for that diffusion checkpoint (configs/train_value.yaml)
     diffuser demo                        the quick train-and-plan run on synthetic data
     diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
+    diffuser plan locomotion [--env hopper --level medium]   value / classifier-free guided planning, evaluated
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
     diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
     diffuser compose toy|maze|split      composition experiments (products of experts) -> results/compose.json
@@ -78,6 +80,19 @@ def run_hydra_train(overrides: list[str]) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> None:
     run_hydra_train(args.overrides)
+
+
+def _train_value_task(cfg) -> None:
+    from diffuser.training.pipeline import train_value
+
+    print(json.dumps(train_value(cfg), indent=2, default=str))
+
+
+def _cmd_train_value(args: argparse.Namespace) -> None:
+    from diffuser.config import register_configs
+
+    register_configs()
+    _run_hydra("train_value", _train_value_task, args.overrides)
 
 
 def _cmd_job(args: argparse.Namespace) -> None:
@@ -190,6 +205,23 @@ def _cmd_compose(args: argparse.Namespace) -> None:
     print(f"{key} written to {path}")
 
 
+def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
+    from diffuser.locomotion_job import run_locomotion_job
+    from diffuser.planning.locomotion import LocomotionPlanConfig
+
+    config = LocomotionPlanConfig(scale=args.scale, n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad,
+                                  cfg_weight=args.cfg_weight, target_return=args.target_return,
+                                  candidates=args.candidates, sampler=args.sampler, sampler_steps=args.sampler_steps,
+                                  execute=args.execute)
+    value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
+    overrides = [o for o in args.overrides if not o.startswith("value:")]
+    run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
+                       guides=args.guides, seeds=args.seeds, episodes=args.episodes, plan_config=config,
+                       device=args.device, overrides=overrides, value_overrides=value_overrides, record=args.record,
+                       max_episode_steps=args.max_episode_steps, dataset_steps=args.dataset_steps,
+                       figures=not args.no_figures)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffuser", description="Planning with trajectory diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("overrides", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-value", help="train a value function for a diffusion checkpoint "
+                                            "(checkpoint=PATH, then Hydra overrides)", add_help=False)
+    p.add_argument("overrides", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_train_value)
 
     p = sub.add_parser("job", help="one sweep run (configs/job.yaml): train a maze config, evaluate, write "
                                    "result.json; -m sweeps (Hydra multirun)", add_help=False)
@@ -251,6 +288,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000")
     p.set_defaults(func=_cmd_plan_maze)
 
+    p = plan_sub.add_parser("locomotion", help="reward-seeking planning: collect data if absent, train a "
+                                               "return-conditioned model and a value function, evaluate guides")
+    p.add_argument("--env", default="hopper", choices=["hopper", "walker2d", "halfcheetah"])
+    p.add_argument("--level", default="medium", choices=["medium", "expert", "medium-replay", "medium-expert"])
+    p.add_argument("--checkpoint", help="evaluate this diffusion export instead of training")
+    p.add_argument("--value", help="with --checkpoint: the value function trained for it")
+    p.add_argument("--guides", nargs="+", default=["value", "cfg", "none"], choices=["value", "cfg", "none"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="evaluation seeds")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per seed and guide")
+    p.add_argument("--scale", type=float, default=0.1, help="value guide scale")
+    p.add_argument("--n-guide-steps", type=int, default=2)
+    p.add_argument("--t-stopgrad", type=int, default=2)
+    p.add_argument("--cfg-weight", type=float, default=1.5, help="classifier-free guidance weight w")
+    p.add_argument("--target-return", default="max", help="CFG's target: max | q90 of the dataset's windows, or a return")
+    p.add_argument("--candidates", type=int, default=16, help="plans per decision (ranked by the value function)")
+    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp"])
+    p.add_argument("--sampler-steps", type=int, default=5, help="network calls per plan for ddim / dpmpp")
+    p.add_argument("--execute", type=int, default=1, help="actions executed per plan before replanning")
+    p.add_argument("--max-episode-steps", type=int, help="shorter episodes than the env's 1000 (quick checks)")
+    p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")
+    p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
+    p.add_argument("--out", help="output folder (default runs/locomotion/<env>-<level>)")
+    p.add_argument("--no-figures", action="store_true", help="skip the video and plots")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000; "
+                                                "value:KEY=V for the value function's, e.g. value:trainer.steps=500")
+    p.set_defaults(func=_cmd_plan_locomotion)
+
     p = plan_sub.add_parser("sample", help="sample one plan from a checkpoint")
     p.add_argument("checkpoint", help="an export folder or a run folder containing checkpoint/")
     p.add_argument("--start", required=True, help="comma-separated start state")
@@ -303,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    hydra_commands = {"train": _cmd_train, "job": _cmd_job}
+    hydra_commands = {"train": _cmd_train, "train-value": _cmd_train_value, "job": _cmd_job}
     if argv and argv[0] in hydra_commands:
         # Everything after the command goes to Hydra as it is (argparse would refuse a leading -m;
         # --help shows Hydra's help with the config).

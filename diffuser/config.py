@@ -11,16 +11,17 @@ from typing import Any, List, Optional
 
 from diffuser.diffusion.model import DiffusionConfig
 from diffuser.models.temporal_unet import UNetConfig
+from diffuser.models.value_net import ValueConfig
 from diffuser.training.trainer import TrainerConfig
 
-WINDOW_KINDS = ("goal", "sequence")
+WINDOW_KINDS = ("goal", "sequence", "value")
 
 
 @dataclass
 class DataConfig:
     dataset: str = "synthetic/pointmass"  # a local Minari id "namespace/name-vN", a D4RL .hdf5 path, or "synthetic/pointmass"
     horizon: int = 32  # H, steps per training window (must suit the U-Net: divisible by 2^(levels-1))
-    window: str = "goal"  # "goal": first and last state clamped (maze planning); "sequence": first state only
+    window: str = "goal"  # "goal": first and last state clamped (maze planning); "sequence": first state only; "value": sequence + return-to-go (return-conditioned models)
     padding: str = "edge"  # past an episode's end: "none" (no such windows) | "edge" (hold last state) | "zeros"
     rest_dims: List[int] = field(default_factory=list)  # state dims zeroed on padded steps (velocities: stay at rest)
     stride: int = 1  # keep every stride-th step: H states span (H-1)*stride+1 env steps
@@ -29,6 +30,8 @@ class DataConfig:
     max_episodes: Optional[int] = None  # read at most this many episodes (quick runs)
     stitch: bool = False  # join consecutive episodes that continue one another into one stream (PointMaze)
     synthetic_episodes: int = 400  # size of the synthetic dataset, when that is the source
+    discount: float = 0.99  # return-to-go discount of "value" windows (value models inherit it from the checkpoint)
+    termination_penalty: float = -100.0  # added to the last reward of a terminated episode, in return targets
 
 
 @dataclass
@@ -42,12 +45,25 @@ class TrainRunConfig:
     name: str = "train"  # a label stored with the checkpoint
 
 
+@dataclass
+class ValueRunConfig:
+    checkpoint: str = "???"  # the diffusion checkpoint to guide: its dataset, normalizer, horizon and schedule are used
+    value: ValueConfig = field(default_factory=ValueConfig)
+    discount: Optional[float] = None  # return-to-go discount (None: the diffusion model's data.discount)
+    termination_penalty: Optional[float] = None  # None: the diffusion model's data.termination_penalty
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run_dir: str = "runs/value-${now:%Y%m%d-%H%M%S}"
+    resume: bool = False
+    name: str = "value"
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainRunConfig)
+    cs.store(name="train_value_schema", node=ValueRunConfig)
 
 
 def to_container(cfg: Any) -> dict:

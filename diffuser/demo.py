@@ -23,8 +23,8 @@ from diffuser.utils import git_commit, resolve_device
 SUCCESS_RADIUS = 0.1
 
 
-def compose_train_config(overrides: list[str]):
-    """configs/train.yaml composed with Hydra's compose API (no run-dir management)."""
+def compose_train_config(overrides: list[str], config_name: str = "train"):
+    """configs/<config_name>.yaml (train or train_value) composed with Hydra's compose API (no run-dir management)."""
     from hydra import compose, initialize_config_dir
 
     from diffuser.cli import config_dir
@@ -39,7 +39,7 @@ def compose_train_config(overrides: list[str]):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="train", overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
     finally:
         if outer is not None:
             GlobalHydra.instance().clear()

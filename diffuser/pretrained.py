@@ -15,20 +15,29 @@ import torch
 from diffuser.data.layout import TrajectoryLayout
 from diffuser.data.normalizers import TrajectoryNormalizer
 from diffuser.diffusion.model import DiffusionConfig, TrajectoryDiffusion
+from diffuser.diffusion.value import ValueFunction
 from diffuser.models.temporal_unet import TemporalUnet, UNetConfig
+from diffuser.models.value_net import ValueConfig, ValueNet
 from diffuser.training.checkpoint import CheckpointError, load_export
 
 KIND = "trajectory_diffusion"
 
 
 def build_diffusion(layout: TrajectoryLayout, horizon: int, model: UNetConfig | Mapping,
-                    diffusion: DiffusionConfig | Mapping) -> TrajectoryDiffusion:
-    """A fresh (untrained) model; raises ValueError when the horizon does not suit the U-Net."""
+                    diffusion: DiffusionConfig | Mapping, return_stats: Mapping | None = None) -> TrajectoryDiffusion:
+    """A fresh (untrained) model; raises ValueError when the horizon does not suit the U-Net.
+
+    A return-conditioned diffusion config (``condition="return"``) gets a U-Net with ``cond_dim=1``.
+    """
     model = model if isinstance(model, UNetConfig) else UNetConfig.from_dict(dict(model))
     diffusion = diffusion if isinstance(diffusion, DiffusionConfig) else DiffusionConfig.from_dict(dict(diffusion))
+    if diffusion.condition == "return" and model.cond_dim != 1:
+        if model.cond_dim:
+            raise ValueError(f"diffusion.condition=return conditions on one number, but model.cond_dim={model.cond_dim}")
+        model = UNetConfig.from_dict({**model.to_dict(), "cond_dim": 1})
     denoiser = TemporalUnet(layout.transition_dim, model)
     denoiser.check_horizon(horizon)
-    return TrajectoryDiffusion(denoiser, layout, horizon, diffusion)
+    return TrajectoryDiffusion(denoiser, layout, horizon, diffusion, return_stats)
 
 
 def export_state(model: TrajectoryDiffusion, normalizer: TrajectoryNormalizer, model_config: UNetConfig,
@@ -48,6 +57,8 @@ def export_state(model: TrajectoryDiffusion, normalizer: TrajectoryNormalizer, m
         "normalizer": normalizer.to_config(),
         **meta,
     }
+    if model.return_stats:
+        config["returns"] = dict(model.return_stats)
     return tensors, config
 
 
@@ -74,7 +85,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, dataset:
     try:
         saved_layout = TrajectoryLayout.from_dict(config["layout"])
         model_cfg = {k: v for k, v in config["model"].items() if k != "name"}
-        model = build_diffusion(saved_layout, config["horizon"], model_cfg, config["diffusion"])
+        model = build_diffusion(saved_layout, config["horizon"], model_cfg, config["diffusion"], config.get("returns"))
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.denoiser.load_state_dict(weights, strict=True)
         norm_tensors = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
@@ -89,3 +100,64 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, dataset:
                               "observation or action sizes differ")
     model.to(device).eval()
     return LoadedModel(model, normalizer, config)
+
+
+VALUE_KIND = "value_function"
+
+
+def build_value(layout: TrajectoryLayout, horizon: int, value: ValueConfig | Mapping, num_steps: int,
+                beta_schedule: str = "cosine", return_mean: float = 0.0, return_std: float = 1.0) -> ValueFunction:
+    """A fresh (untrained) value function for trajectories of ``layout`` and ``horizon``."""
+    value = value if isinstance(value, ValueConfig) else ValueConfig.from_dict(dict(value))
+    return ValueFunction(ValueNet(horizon, layout.transition_dim, value), layout, horizon, num_steps, beta_schedule,
+                         return_mean, return_std)
+
+
+def export_value_state(value: ValueFunction, normalizer: TrajectoryNormalizer, value_config: ValueConfig,
+                       **meta: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, config) of a value function: weights, the normalizer it was trained with, and ``meta``
+    (the targets' discount and termination penalty, the diffusion checkpoint it was made for, …)."""
+    tensors = {f"model.{k}": v for k, v in value.network.state_dict().items()}
+    tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    config = {
+        "kind": VALUE_KIND,
+        "layout": value.layout.to_dict(),
+        "horizon": value.horizon,
+        "model": {"name": "value_net", **value_config.to_dict()},
+        "schedule": {"num_steps": value.schedule.num_steps, "beta_schedule": value.schedule.beta_schedule},
+        "returns": {"mean": value.return_mean, "std": value.return_std},
+        "normalizer": normalizer.to_config(),
+        **meta,
+    }
+    return tensors, config
+
+
+@dataclass
+class LoadedValue:
+    value: ValueFunction
+    normalizer: TrajectoryNormalizer
+    config: dict
+
+
+def load_value(path: str | Path, device: str | torch.device = "cpu") -> LoadedValue:
+    """Load a value-function export (or a run directory containing ``checkpoint/``) onto ``device``."""
+    path = Path(path)
+    if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
+        path = path / "checkpoint"
+    tensors, config = load_export(path, device=device)
+    if config.get("kind") != VALUE_KIND:
+        raise CheckpointError(f"{path} holds a {config.get('kind')!r} checkpoint, not a value function "
+                              f"({VALUE_KIND!r}): train one with `diffuser train-value checkpoint=<diffusion checkpoint>`")
+    try:
+        layout = TrajectoryLayout.from_dict(config["layout"])
+        model_cfg = {k: v for k, v in config["model"].items() if k != "name"}
+        value = build_value(layout, config["horizon"], model_cfg, config["schedule"]["num_steps"],
+                            config["schedule"]["beta_schedule"], config["returns"]["mean"], config["returns"]["std"])
+        value.network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
+                                      strict=True)
+        norm = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
+        normalizer = TrajectoryNormalizer.from_state(config["normalizer"], norm)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path} does not match the value function its config describes: {e}") from e
+    value.to(device).eval()
+    return LoadedValue(value, normalizer, config)

@@ -269,10 +269,15 @@ class ValueDataset(SequenceDataset):
         padding: str = "none",
         discount: float = 0.99,
         termination_penalty: float = -100.0,
+        rest_dims: Sequence[int] = (),
+        stride: int = 1,
     ) -> None:
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"discount must be in [0, 1], got {discount}")
-        super().__init__(episodes, horizon, normalizer, padding)
+        if not any(np.any(ep.rewards != 0) for ep in episodes):
+            raise ValueError("every reward in these episodes is 0: value targets need a dataset with rewards "
+                             "(a dataset recorded without rewards cannot train a value model or a return condition)")
+        super().__init__(episodes, horizon, normalizer, padding, rest_dims, stride)
         self.discount = float(discount)
         self.termination_penalty = float(termination_penalty)
         matrix = _discount_matrix(self.discount, _BLOCK)
@@ -284,9 +289,13 @@ class ValueDataset(SequenceDataset):
             returns.append(discounted_returns(r, self.discount, matrix))
         self._returns = np.concatenate(returns).astype(np.float32)  # aligned with self._data rows
 
+    def window_values(self) -> np.ndarray:
+        """(N,) float32: the value target of every window, in index order."""
+        return self._returns[self._offsets[self.indices[:, 0]] + self.indices[:, 1]]
+
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
-        episode, start = (int(v) for v in self.indices[index])
+        episode, start = (int(v) for v in self.indices[index % len(self)])
         value = self._returns[int(self._offsets[episode]) + start]
         item["values"] = torch.tensor([value], dtype=torch.float32)
         return item

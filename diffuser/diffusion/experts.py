@@ -36,6 +36,18 @@ class NoiseLevel:
     alpha: float  # √ᾱ_t
     sigma: float  # √(1 - ᾱ_t)
     t_batch: torch.Tensor  # (B,) long, t repeated for every sample, as networks take it
+    # The level the sampler steps to next (√ᾱ, √(1-ᾱ) of t_prev; 1 and 0 when it steps to clean data).
+    # Guides that scale by the step's posterior variance (Diffuser's value guide) need it.
+    alpha_prev: float = 1.0
+    sigma_prev: float = 0.0
+
+    @property
+    def posterior_variance(self) -> float:
+        """Variance of the DDPM posterior of the step t → t_prev: σ²_prev / σ² · (1 − ᾱ_t / ᾱ_prev)."""
+        if self.sigma == 0.0:
+            return 0.0
+        beta = 1.0 - (self.alpha / self.alpha_prev) ** 2
+        return self.sigma_prev ** 2 / self.sigma ** 2 * beta
 
 
 @runtime_checkable
@@ -131,9 +143,17 @@ class ConditionDelta:
 
     def epsilon(self, x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:
         a, s = level.alpha, level.sigma
-        on = to_x0_eps(self.network(x, level.t_batch, **self.cond), self.prediction_type, x, a, s)[1]
-        off = to_x0_eps(self.network(x, level.t_batch, **self.uncond), self.prediction_type, x, a, s)[1]
+        on = to_x0_eps(self.network(x, level.t_batch, **_batched(self.cond, x.shape[0])), self.prediction_type,
+                       x, a, s)[1]
+        off = to_x0_eps(self.network(x, level.t_batch, **_batched(self.uncond, x.shape[0])), self.prediction_type,
+                        x, a, s)[1]
         return on - off
+
+
+def _batched(kwargs: dict, batch: int) -> dict:
+    """Keyword tensors with one row broadcast to ``batch`` rows (one condition for a whole batch of plans)."""
+    return {k: v.expand(batch, *v.shape[1:]) if torch.is_tensor(v) and v.ndim and v.shape[0] == 1 else v
+            for k, v in kwargs.items()}
 
 
 class ValueExpert:

@@ -117,7 +117,7 @@ def sample(
         free = None if inpaint is None else (~inpaint.mask).to(x.dtype)
         for t, t_prev in progress(steps, desc="sampling", disable=not show_progress):
             alpha, sigma = schedule.alpha_sigma(t)
-            level = NoiseLevel(t, alpha, sigma, t_batch.fill_(t))
+            level = NoiseLevel(t, alpha, sigma, t_batch.fill_(t), *schedule.alpha_sigma(t_prev))
             if corrector is not None and corrector.steps:
                 target = LevelTarget(experts, level, free, inpaint.apply if inpaint is not None else None)
                 x, rate = corrector.run(x, target, generator)

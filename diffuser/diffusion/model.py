@@ -25,6 +25,9 @@ from diffuser.diffusion.samplers import Sampler
 from diffuser.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule
 
 
+CONDITIONS = ("none", "return")
+
+
 @dataclass
 class DiffusionConfig:
     num_steps: int = 20  # T, training diffusion steps (paper: 20 locomotion, 64-256 Maze2D)
@@ -36,6 +39,8 @@ class DiffusionConfig:
     loss_type: str = "l2"  # "l2" | "l1"
     dim_weights: list[float] | None = field(default=None)  # optional per-transition-dim loss weights
     mask_padding: bool = False  # leave steps past an episode's end out of the loss (default: learn them too)
+    condition: str = "none"  # "none" | "return": condition on the window's standardised return (classifier-free guidance)
+    cond_dropout: float = 0.25  # with a condition: share of training samples that see none (learns the unconditional model too)
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -45,6 +50,10 @@ class DiffusionConfig:
         check_prediction_type(self.prediction_type)
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {self.loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {self.condition!r}; valid: {', '.join(CONDITIONS)}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must be in [0, 1) (the share of unconditioned samples), got {self.cond_dropout}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,15 +75,22 @@ class TrajectoryDiffusion(nn.Module):
         layout: where actions and states sit in a transition.
         horizon: the training horizon H (the loss weights depend on it; sampling may use other horizons
             the denoiser accepts).
+        return_stats: with ``config.condition == "return"``, the mean and std that standardise the raw
+            returns into the network's condition (fitted on the training windows, saved in exports).
     """
 
     def __init__(self, denoiser: nn.Module, layout: TrajectoryLayout, horizon: int,
-                 config: DiffusionConfig | None = None):
+                 config: DiffusionConfig | None = None, return_stats: Mapping | None = None):
         super().__init__()
         self.denoiser = denoiser
         self.layout = layout
         self.horizon = int(horizon)
         self.config = config or DiffusionConfig()
+        self.return_stats = dict(return_stats) if return_stats else None
+        if self.conditional:
+            cond_dim = getattr(getattr(denoiser, "config", None), "cond_dim", None)
+            if cond_dim != 1:
+                raise ValueError(f"condition='return' needs a denoiser with cond_dim=1 (one return), got {cond_dim}")
         self.schedule = NoiseSchedule(self.config.num_steps, self.config.beta_schedule)
         weights = loss_weights(layout, self.horizon, action_weight=self.config.action_weight,
                                loss_discount=self.config.loss_discount, dim_weights=self.config.dim_weights)
@@ -84,6 +100,20 @@ class TrajectoryDiffusion(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.loss_weights.device
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.condition == "return"
+
+    def condition(self, returns: torch.Tensor | float) -> torch.Tensor:
+        """The network's condition (B, 1) for raw returns (B,) or (B, 1) (or one float, giving (1, 1))."""
+        if not self.conditional:
+            raise ValueError("this model is unconditional (diffusion.condition='none'): train one with "
+                             "diffusion.condition=return for classifier-free guidance")
+        if not self.return_stats:
+            raise ValueError("this return-conditioned model has no return_stats (mean, std) to standardise returns")
+        r = torch.as_tensor(returns, dtype=torch.float32, device=self.device).reshape(-1, 1)
+        return (r - self.return_stats["mean"]) / self.return_stats["std"]
 
     def _check_trajectories(self, x: torch.Tensor, what: str) -> None:
         D = self.layout.transition_dim
@@ -117,7 +147,15 @@ class TrajectoryDiffusion(nn.Module):
             weights = weights * batch["mask"][..., None].to(weights.dtype)
         alpha, sigma = self.schedule.alpha_sigma_batch(t, x0.ndim)
         target = training_target(self.config.prediction_type, x0, noise, alpha, sigma)
-        prediction = self.denoiser(xt, t)
+        if self.conditional:
+            if "values" not in batch:
+                raise ValueError('a return-conditioned model trains on windows with "values" (returns): '
+                                 "use ValueDataset windows (data.window=value)")
+            # Condition dropout: the same network learns ε(x, ∅) on the dropped samples.
+            keep = torch.rand(B, device=x0.device) >= self.config.cond_dropout
+            prediction = self.denoiser(xt, t, cond=self.condition(batch["values"]), cond_mask=keep)
+        else:
+            prediction = self.denoiser(xt, t)
         loss = weighted_loss(prediction, target, weights, self.config.loss_type)
         return loss, {}
 

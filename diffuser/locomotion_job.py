@@ -1,0 +1,201 @@
+"""The locomotion job: reward-seeking planning on a locomotion dataset, end to end.
+
+``diffuser plan locomotion --env hopper --level medium``:
+
+1. collects ``diffuser/mujoco/<env>/<level>-v0`` from the committed behaviour policies when absent;
+2. trains the fast config (``configs/experiment/locomotion_fast.yaml``: a return-conditioned U-Net) and
+   a value function for it (``configs/train_value.yaml``), unless ``--checkpoint`` / ``--value`` are given;
+3. evaluates each guide (value guidance, classifier-free return guidance, unguided samples) in the real
+   environment, receding horizon, over the evaluation seeds;
+4. writes ``locomotion.json`` (config, seeds, git commit, scores, the dataset's own average return),
+   per-episode JSONL records, a video of a rollout next to its plans and the value model's fit plot.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes, write_episodes
+from diffuser.planning.locomotion import GUIDES, LocomotionPlanConfig, LocomotionPlanner
+from diffuser.utils import atomic_path, git_commit, resolve_device
+
+__all__ = ["ensure_locomotion_dataset", "train_locomotion", "run_locomotion_job", "record_locomotion"]
+
+
+def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None) -> str:
+    """The local dataset id of ``env``/``level``, collected (with its prerequisites) when absent."""
+    from diffuser.collect.locomotion import collect_locomotion, default_dataset_id
+    from diffuser.data.minari_io import dataset_path
+    from diffuser.maze_job import dataset_lock
+
+    def present(level_: str) -> bool:
+        return (dataset_path(default_dataset_id(env, level_)) / "data" / "metadata.json").exists()
+
+    needed = ["medium", "expert", level] if level == "medium-expert" else [level]
+    for level_ in needed:
+        if not present(level_):
+            with dataset_lock(default_dataset_id(env, level_)):
+                if not present(level_):
+                    print(f"{default_dataset_id(env, level_)} is not here yet: collecting it")
+                    kwargs = {} if level_ in ("medium-replay", "medium-expert") or steps is None else {"steps": steps}
+                    collect_locomotion(env=env, level=level_, **kwargs)
+    return default_dataset_id(env, level)
+
+
+def train_locomotion(dataset_id: str, run_dir: Path, device, overrides: Sequence[str] = (),
+                     value_overrides: Sequence[str] = ()) -> dict:
+    """Train the fast config's diffusion model and its value function; returns both summaries."""
+    from diffuser.demo import compose_train_config
+    from diffuser.training.pipeline import train_diffusion, train_value
+
+    t0 = time.time()
+    cfg = compose_train_config(["experiment=locomotion_fast", f"data.dataset={dataset_id}",
+                                f"run_dir={run_dir / 'diffusion'}", f"trainer.device={device}", *overrides])
+    diffusion = train_diffusion(cfg)
+    t1 = time.time()
+    vcfg = compose_train_config([f"checkpoint={diffusion['checkpoint']}", f"run_dir={run_dir / 'value'}",
+                                 f"trainer.device={device}", *value_overrides], config_name="train_value")
+    value = train_value(vcfg)
+    return {"diffusion": {"checkpoint": diffusion["checkpoint"], "steps": diffusion["step"],
+                          "minutes": round((t1 - t0) / 60, 2), "parameters": diffusion["parameters"]},
+            "value": {"checkpoint": value["checkpoint"], "steps": value["step"],
+                      "minutes": round((time.time() - t1) / 60, 2), "parameters": value["parameters"]},
+            "device": str(device)}
+
+
+def _dataset_average(dataset_id: str, refs: tuple[float, float], d4rl: tuple[float, float] | None) -> dict:
+    """The behaviour policy's own score: the mean return of the dataset's episodes."""
+    from diffuser.data.minari_io import load_episodes
+
+    returns = np.array([float(ep.rewards.sum()) for ep in load_episodes(dataset_id)])
+    out = {"episodes": int(returns.size), "return": float(returns.mean()),
+           "score": float(100 * (returns.mean() - refs[0]) / (refs[1] - refs[0]))}
+    if d4rl is not None:
+        out["d4rl_score"] = float(100 * (returns.mean() - d4rl[0]) / (d4rl[1] - d4rl[0]))
+    return out
+
+
+def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str | Path | None = None,
+                       checkpoint: str | None = None, value: str | None = None, guides: Sequence[str] = GUIDES,
+                       seeds: Sequence[int] = (0, 1, 2), episodes: int = 10, plan_config: LocomotionPlanConfig | None = None,
+                       device: str = "auto", overrides: Sequence[str] = (), value_overrides: Sequence[str] = (),
+                       record: str | Path | None = None, max_episode_steps: int | None = None,
+                       dataset_steps: int | None = None, figures: bool = True) -> dict:
+    """Run the job (see the module docstring); returns the report written to ``<out_dir>/locomotion.json``."""
+    from diffuser.collect.behaviour import env_id_for, env_name_for
+    from diffuser.data.minari_io import dataset_info
+    from diffuser.envs.registry import D4RL_REF_SCORES
+    from diffuser.pretrained import load_model, load_value
+
+    env_name, env_id = env_name_for(env), env_id_for(env)
+    bad = [g for g in guides if g not in GUIDES]
+    if bad:
+        raise ValueError(f"unknown guide(s) {bad}; valid: {', '.join(GUIDES)}")
+    if "value" in guides and checkpoint is not None and value is None:
+        raise ValueError("--checkpoint without --value: value guidance needs the value function trained for it")
+    out = Path(out_dir or f"runs/locomotion/{env_name}-{level}")
+    commit = git_commit()
+    device = resolve_device(device)
+    command = "diffuser " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    dataset_id = ensure_locomotion_dataset(env_name, level, dataset_steps)
+    info = dataset_info(dataset_id)
+    if info.get("ref_min_score") is None or info.get("ref_max_score") is None:
+        raise ValueError(f"{dataset_id} has no reference scores in its metadata: collect it with "
+                         "`diffuser collect locomotion`, which stores them")
+    refs = (float(info["ref_min_score"]), float(info["ref_max_score"]))
+    d4rl = D4RL_REF_SCORES.get(env_name)
+
+    if checkpoint is None:
+        training = train_locomotion(dataset_id, out / "train", device, overrides, value_overrides)
+        checkpoint, value = training["diffusion"]["checkpoint"], training["value"]["checkpoint"]
+    else:
+        if overrides or value_overrides:
+            raise ValueError("training overrides were given together with --checkpoint, which skips training")
+        cfg = load_model(checkpoint).config
+        training = {"diffusion": {"checkpoint": str(checkpoint), "steps": cfg.get("step"),
+                                  "minutes": round(cfg.get("train_seconds", 0) / 60, 2)}, "given": True}
+        if value is not None:
+            vcfg = load_value(value).config
+            training["value"] = {"checkpoint": str(value), "steps": vcfg.get("step"),
+                                 "minutes": round(vcfg.get("train_seconds", 0) / 60, 2)}
+    loaded_model = load_model(checkpoint, device, dataset=dataset_id)
+    loaded_value = load_value(value, device) if value else None
+
+    base = plan_config or LocomotionPlanConfig()
+    results, figures_written = {}, []
+    for guide in guides:
+        config = replace(base, guide=guide)
+        planner = LocomotionPlanner(loaded_model, loaded_value, config, device)
+        records = []
+        for seed in seeds:
+            records += evaluate_locomotion(planner, env_id, episodes=episodes, eval_seed=seed, ref_scores=refs,
+                                           d4rl_ref=d4rl, max_episode_steps=max_episode_steps,
+                                           record=1 if figures and seed == seeds[0] else 0)
+        write_episodes(records, out / f"episodes_{guide}.jsonl")
+        results[guide] = {**summarize_episodes(records), "planner": planner.describe()}
+        print(f"{guide:>6}: score {results[guide]['score']:.1f} ± {results[guide]['score_se']:.1f} "
+              f"(return {results[guide]['return']:.0f}, length {results[guide]['length']:.0f}, "
+              f"{results[guide]['plan_seconds']:.0f} s planning)")
+        trace = next((r.trace for r in records if r.trace), None)
+        if figures and trace is not None:
+            figures_written += _rollout_figures(env_id, trace, out / f"rollout_{guide}", planner.horizon)
+    if figures and loaded_value is not None:
+        from diffuser.viz.values import plot_value_fit
+
+        figures_written.append(str(plot_value_fit(loaded_value, out / "value_fit.png")))
+
+    report = {"job": "locomotion", "env": env_name, "env_id": env_id, "level": level, "dataset": dataset_id,
+              "git_commit": commit, "device": str(device), "training": training, "seeds": [int(s) for s in seeds],
+              "episodes_per_seed": episodes, "reference_scores": {"min": refs[0], "max": refs[1], "d4rl": d4rl},
+              "dataset_average": _dataset_average(dataset_id, refs, d4rl), "results": results,
+              "figures": figures_written, "command": command, "max_episode_steps": max_episode_steps}
+    with atomic_path(out / "locomotion.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    behaviour = report["dataset_average"]
+    print(f"behaviour policy (dataset average): score {behaviour['score']:.1f} (return {behaviour['return']:.0f})")
+    print(f"results: {out / 'locomotion.json'}")
+    if record:
+        record_locomotion(report, record)
+        print(f"recorded in {record}")
+    return report
+
+
+def _rollout_figures(env_id: str, trace: dict, base: Path, horizon: int) -> list[str]:
+    """A video of the recorded episode beside the plans made along it (skipped without offscreen GL)."""
+    obs, xs = np.asarray(trace["observations"]), np.asarray(trace["x"])
+    segments = [{"plan": np.asarray(p["states"]), "executed": obs[p["step"]: p["step"] + horizon],
+                 "x": xs[p["step"]: p["step"] + horizon]} for p in trace["plans"]]
+    segments = [s for s in segments if len(s["executed"]) > 1]
+    try:
+        from diffuser.viz.mujoco_video import plan_rollout_video
+
+        return [str(plan_rollout_video(env_id, segments, base.with_suffix(".mp4")))]
+    except Exception as err:  # rendering needs offscreen OpenGL (MUJOCO_GL=egl), absent on some machines
+        print(f"no rollout video ({type(err).__name__}: {err})")
+        return []
+
+
+def record_locomotion(report: dict, path: str | Path) -> None:
+    """Merge this run's rows into ``results/locomotion.json``: one row per env × dataset × guide."""
+    path = Path(path)
+    table = json.loads(path.read_text()) if path.exists() else {"description": (
+        "Locomotion normalized scores x100 with the local datasets' reference scores (random and expert "
+        "behaviour policy returns); written by `diffuser plan locomotion --record`."), "rows": {}}
+    key = f"{report['env']}-{report['level']}"
+    row = table["rows"].setdefault(key, {})
+    row["dataset"], row["dataset_average"] = report["dataset"], report["dataset_average"]
+    row["reference_scores"], row["training"] = report["reference_scores"], report["training"]
+    for guide, r in report["results"].items():
+        row[guide] = {k: r[k] for k in ("score", "score_se", "return", "return_se", "length", "fell", "episodes",
+                                        "seed_scores", "planner", "plan_seconds") if k in r}
+        row[guide].update({"seeds": report["seeds"], "git_commit": report["git_commit"], "command": report["command"]})
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(table, indent=2))

@@ -1,0 +1,191 @@
+"""Reward-seeking planning for locomotion: a receding-horizon policy over the one sampling loop.
+
+Every decision samples ``candidates`` plans of H steps from the current state (the start state
+inpainted), steered toward high return by one of:
+
+- ``"value"``: Diffuser's value guidance (:class:`~diffuser.diffusion.guides.ValueGuide`) with a learned
+  :class:`~diffuser.diffusion.value.ValueFunction`; candidates are ranked by that value;
+- ``"cfg"``: classifier-free guidance of a return-conditioned denoiser (Decision Diffuser),
+  ε = ε(x, ∅) + w · (ε(x, c) − ε(x, ∅)) with c a high return of the dataset;
+- ``"none"``: plain samples of the (unconditional) model.
+
+and executes the first ``execute`` actions of the chosen plan, then replans. All environments and
+candidates of a decision are one batched sampling call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffuser.diffusion.experts import ConditionDelta
+from diffuser.diffusion.guides import ValueGuide
+from diffuser.diffusion.samplers import make_sampler
+from diffuser.planning.planner import Planner
+from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
+
+__all__ = ["GUIDES", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches"]
+
+GUIDES = ("value", "cfg", "none")
+
+
+@dataclass
+class LocomotionPlanConfig:
+    guide: str = "value"  # "value" (value-gradient guidance) | "cfg" (classifier-free return guidance) | "none"
+    scale: float = 0.1  # value guide scale (Diffuser's; on standardised values)
+    n_guide_steps: int = 2  # value-gradient steps per denoising step
+    t_stopgrad: int = 2  # no value guidance below this diffusion step
+    cfg_weight: float = 1.5  # w of classifier-free guidance (1: the conditional model alone)
+    target_return: str = "max"  # the return CFG asks for: "max" / "q90" of the training windows, or a number
+    candidates: int = 16  # plans sampled per decision
+    select: str = "auto"  # "value": best predicted return (needs a value model) | "first" | "auto": value when one is loaded
+    sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
+    sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
+    execute: int = 1  # actions executed from each plan before replanning
+    horizon: int | None = None  # planning horizon (None: the model's)
+
+    def __post_init__(self) -> None:
+        if self.guide not in GUIDES:
+            raise ValueError(f"unknown guide {self.guide!r}; valid: {', '.join(GUIDES)}")
+        if self.select not in ("auto", "value", "first"):
+            raise ValueError(f"select must be 'auto', 'value' or 'first', got {self.select!r}")
+        if self.candidates < 1 or self.execute < 1:
+            raise ValueError(f"candidates and execute must be >= 1, got {self.candidates} and {self.execute}")
+        if isinstance(self.target_return, str) and self.target_return not in ("max", "q90"):
+            try:
+                float(self.target_return)
+            except ValueError:
+                raise ValueError(f"target_return must be 'max', 'q90' or a number, got {self.target_return!r}") from None
+
+
+@dataclass
+class LocomotionPlans:
+    actions: np.ndarray  # (N, execute, A) raw actions to execute
+    states: np.ndarray  # (N, H, S) raw planned states of the chosen plans
+    values: np.ndarray | None  # (N,) predicted return of the chosen plans (with a value model)
+
+
+def check_value_matches(model: LoadedModel, value: LoadedValue) -> None:
+    """Raise ValueError naming every disagreement between a diffusion model and a value function."""
+    mc, vc = model.config, value.config
+    problems = []
+    if mc.get("dataset") != vc.get("dataset"):
+        problems.append(f"datasets differ ({mc.get('dataset')!r} vs {vc.get('dataset')!r})")
+    if model.model.horizon != value.value.horizon:
+        problems.append(f"horizons differ ({model.model.horizon} vs {value.value.horizon})")
+    if model.model.layout != value.value.layout:
+        problems.append(f"layouts differ ({model.model.layout} vs {value.value.layout})")
+    s1, s2 = model.model.schedule, value.value.schedule
+    if (s1.num_steps, s1.beta_schedule) != (s2.num_steps, s2.beta_schedule):
+        problems.append(f"noise schedules differ ({s1} vs {s2})")
+    a, b = model.normalizer.state_dict(), value.normalizer.state_dict()
+    if model.normalizer.kind != value.normalizer.kind or a.keys() != b.keys() or any(
+            not torch.allclose(a[k].cpu(), b[k].cpu()) for k in a):
+        problems.append("normalizers differ (the value model saw differently normalised trajectories)")
+    if problems:
+        raise ValueError("the value function does not fit the diffusion model: " + "; ".join(problems)
+                         + ". Train one for this checkpoint: diffuser train-value checkpoint=<diffusion checkpoint>")
+
+
+class LocomotionPlanner:
+    """Plans for a batch of environments at once and returns the actions to execute.
+
+    Args:
+        model: a loaded diffusion checkpoint (return-conditioned for ``guide="cfg"``).
+        value: a loaded value function (needed by ``guide="value"`` and ``select="value"``).
+        config: see :class:`LocomotionPlanConfig`.
+        device: where to plan (the models are moved there).
+    """
+
+    def __init__(self, model: LoadedModel, value: LoadedValue | None = None,
+                 config: LocomotionPlanConfig | None = None, device: str | torch.device = "cpu"):
+        self.config = config = config or LocomotionPlanConfig()
+        self.device = torch.device(device)
+        if value is not None:
+            check_value_matches(model, value)
+        if config.guide == "value" and value is None:
+            raise ValueError("guide='value' needs a value function (--value CHECKPOINT)")
+        if config.select == "value" and value is None:
+            raise ValueError("select='value' ranks plans by a value function, and none was given")
+        self.model, self.value = model.model.to(self.device).eval(), value.value.to(self.device).eval() if value else None
+        self.normalizer = model.normalizer
+        self.model_config, self.value_config = model.config, value.config if value else None
+        self.layout = self.model.layout
+        self.select = ("value" if value is not None else "first") if config.select == "auto" else config.select
+        experts = []
+        if config.guide == "value":
+            experts.append(ValueGuide(self.value, config.scale, config.n_guide_steps, config.t_stopgrad))
+        elif config.guide == "cfg":
+            if not self.model.conditional:
+                raise ValueError("guide='cfg' needs a return-conditioned model, and this one is unconditional: train "
+                                 "one with diffusion.condition=return data.window=value (the locomotion_fast config)")
+            cond = self.model.condition(self.target_return())
+            experts.append(ConditionDelta(self.model.denoiser, self.model.config.prediction_type,
+                                          cond={"cond": cond}, uncond={}, weight=config.cfg_weight, name="return_cfg"))
+        sampler = make_sampler(config.sampler, config.sampler_steps)
+        # A return-conditioned network called without cond gives its unconditional prediction ε(x, ∅).
+        self.planner = Planner(self.model, self.normalizer, sampler=sampler, experts=experts)
+        self.horizon = config.horizon or self.model.horizon
+        if self.value is not None and self.horizon != self.value.horizon:
+            raise ValueError(f"the value function takes horizon {self.value.horizon}, not {self.horizon}")
+        if config.execute > self.horizon:
+            raise ValueError(f"execute={config.execute} exceeds the planning horizon {self.horizon}")
+
+    @classmethod
+    def from_checkpoints(cls, diffusion: str, value: str | None = None, config: LocomotionPlanConfig | None = None,
+                         device: str | torch.device = "cpu") -> LocomotionPlanner:
+        return cls(load_model(diffusion, device), load_value(value, device) if value else None, config, device)
+
+    def target_return(self) -> float:
+        """The raw return classifier-free guidance conditions on."""
+        stats = self.model.return_stats or {}
+        target = self.config.target_return
+        if target in ("max", "q90"):
+            if target not in stats:
+                raise ValueError(f"the checkpoint's return stats have no {target!r}")
+            return float(stats[target])
+        return float(target)
+
+    def check_env(self, observation_dim: int, action_dim: int) -> None:
+        if (observation_dim, action_dim) != (self.layout.observation_dim, self.layout.action_dim):
+            raise ValueError(f"the environment has observations of size {observation_dim} and actions of size "
+                             f"{action_dim}, but the model plans with {self.layout.observation_dim} and "
+                             f"{self.layout.action_dim}: use a checkpoint trained on this environment's data")
+
+    def plan(self, observations: np.ndarray, generator: torch.Generator | None = None) -> LocomotionPlans:
+        """Plans for observations (N, S), raw units."""
+        obs = np.asarray(observations, dtype=np.float32)
+        if obs.ndim != 2 or obs.shape[1] != self.layout.observation_dim:
+            raise ValueError(f"observations must be (N, {self.layout.observation_dim}), got {obs.shape}")
+        n, c = obs.shape[0], self.config.candidates
+        out = self.planner.plan(obs, horizon=self.horizon, num_samples=c, generator=generator)
+        values = None
+        if self.select == "value":
+            with torch.no_grad():
+                values = self.value.returns(out.trajectories, 0).reshape(n, c)
+            best = values.argmax(dim=1)
+            values = values[torch.arange(n), best].cpu().numpy()
+        else:
+            best = torch.zeros(n, dtype=torch.long)
+        rows = torch.arange(n, device=best.device) * c + best.to(out.actions.device)
+        actions = out.actions[rows, : self.config.execute].cpu().numpy()
+        low = self._action_bounds
+        if low is not None:
+            actions = np.clip(actions, low[0], low[1])
+        return LocomotionPlans(actions, out.states[rows].cpu().numpy(), values)
+
+    _action_bounds: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_action_bounds(self, low: np.ndarray, high: np.ndarray) -> None:
+        """Clip executed actions to the env's action space."""
+        self._action_bounds = (np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self.config)
+        d["select"] = self.select
+        if self.config.guide == "cfg":
+            d["target_return_value"] = self.target_return()
+        return d

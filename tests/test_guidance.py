@@ -1,0 +1,251 @@
+"""Reward-seeking planning: value functions, value guidance, classifier-free return guidance, the locomotion job."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffuser.data.episodes import Episode
+from diffuser.data.layout import TrajectoryLayout
+from diffuser.data.normalizers import TrajectoryNormalizer
+from diffuser.data.windows import ValueDataset
+from diffuser.diffusion.experts import ConditionDelta, NoiseLevel
+from diffuser.diffusion.guides import ValueGuide
+from diffuser.diffusion.model import DiffusionConfig
+from diffuser.diffusion.samplers import DDIM, DDPM
+from diffuser.diffusion.schedules import NoiseSchedule
+from diffuser.models.temporal_unet import UNetConfig
+from diffuser.models.value_net import ValueConfig
+from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner, check_value_matches
+from diffuser.pretrained import (build_diffusion, build_value, export_state, export_value_state, load_model,
+                                 load_value)
+from diffuser.training.checkpoint import save_export
+
+LAYOUT = TrajectoryLayout(observation_dim=3, action_dim=2)
+SMALL_UNET = UNetConfig(dim=8, dim_mults=(1, 2))
+SMALL_VALUE = ValueConfig(dim=16, dim_mults=(1, 2))
+
+
+def _episodes(n=12, length=20, seed=0, rewards=True):
+    rng = np.random.default_rng(seed)
+    eps = []
+    for _ in range(n):
+        obs = rng.normal(size=(length, 3)).cumsum(0) * 0.1
+        eps.append(Episode(obs, rng.uniform(-1, 1, (length, 2)),
+                           (obs[:, 0] + 1.0) if rewards else np.zeros(length), np.eye(length, dtype=bool)[-1],
+                           np.zeros(length, dtype=bool)))
+    return eps
+
+
+def _normalizer(eps):
+    return TrajectoryNormalizer("gaussian").fit(eps)
+
+
+def test_value_function_fits_a_tiny_datasets_returns():
+    torch.manual_seed(0)
+    eps = _episodes()
+    ds = ValueDataset(eps, 4, _normalizer(eps), padding="zeros", discount=0.9, termination_penalty=-5.0)
+    targets = ds.window_values()
+    value = build_value(LAYOUT, 4, SMALL_VALUE, num_steps=5, return_mean=float(targets.mean()),
+                        return_std=float(targets.std()))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    opt = torch.optim.Adam(value.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss, _ = value.loss(batch)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = value.returns(batch["trajectories"], 0).numpy()
+    r2 = 1 - np.mean((pred - targets) ** 2) / np.var(targets)
+    assert r2 > 0.9, r2  # clean windows: the returns are a function of the states
+    assert loss.item() < 0.3 * first
+
+
+def test_value_targets_are_discounted_returns_with_the_termination_penalty():
+    eps = _episodes(n=1, length=6)
+    ds = ValueDataset(eps, 2, _normalizer(eps), padding="zeros", discount=0.5, termination_penalty=-10.0)
+    r = eps[0].rewards.astype(np.float64)
+    r[-1] += -10.0
+    assert ds.window_values()[0] == pytest.approx(sum(0.5 ** k * r[k] for k in range(6)), rel=1e-5)
+
+
+def test_dataset_without_rewards_is_refused():
+    eps = _episodes(rewards=False)
+    with pytest.raises(ValueError, match="rewards"):
+        ValueDataset(eps, 4, _normalizer(eps))
+
+
+def test_one_guide_step_is_diffusers_update_of_x_in_epsilon_units():
+    """DDPM's posterior mean from (x, ε + scale·Δε) equals the one from (x + δ, ε), δ = scale·Σ̃·∇V."""
+    schedule = NoiseSchedule(10, "cosine")
+    w = torch.randn(1, 4, 5)
+    guide = ValueGuide(lambda x, t: (x * w).sum((1, 2)), scale=0.7, n_guide_steps=1, t_stopgrad=0)
+    x, eps = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    t = 6
+    a, s = schedule.alpha_sigma(t)
+    level = NoiseLevel(t, a, s, torch.full((2,), t), *schedule.alpha_sigma(t - 1))
+    assert level.posterior_variance == pytest.approx(float(schedule.posterior_variance[t]), rel=1e-6)
+
+    def mean(x_, eps_):
+        return schedule.posterior((x_ - s * eps_) / a, x_, t)[0]
+
+    delta = 0.7 * level.posterior_variance * w
+    guided = mean(x, eps + guide.weight * guide.epsilon(x, level))
+    torch.testing.assert_close(guided, mean(x + delta, eps), rtol=1e-5, atol=1e-6)
+
+
+def _model(cond=False, seed=0, prediction_type="x0"):
+    torch.manual_seed(seed)
+    config = DiffusionConfig(num_steps=10, condition="return" if cond else "none", prediction_type=prediction_type)
+    return build_diffusion(LAYOUT, 8, SMALL_UNET, config,
+                           {"mean": 1.0, "std": 2.0, "max": 5.0, "q90": 4.0} if cond else None).eval()
+
+
+@pytest.mark.parametrize("sampler", [DDPM(), DDIM(4)])
+def test_guided_samples_move_along_a_known_value_gradient(sampler):
+    # An untrained ε-network: x̂_0 follows x_t, so the guided shifts survive to the end (an untrained
+    # x0-network would return its own x̂_0, blind to them, at the last step).
+    model = _model(prediction_type="epsilon")
+    s0 = {0: torch.zeros(64, 3)}
+    final_x = lambda x, t: x[:, -1, LAYOUT.action_dim]  # V = first state dim at the last step  # noqa: E731
+    means = []
+    for scale in [0.0, 1.0, 4.0]:
+        out = model.sample(64, conditions=s0, sampler=sampler, generator=torch.Generator().manual_seed(3),
+                           experts=[ValueGuide(final_x, scale=scale, t_stopgrad=0)])
+        means.append(out.trajectories[:, -1, LAYOUT.action_dim].mean().item())
+        assert torch.equal(out.trajectories[:, 0, LAYOUT.state_slice], s0[0])  # the start stays clamped
+    assert means[0] < means[1] < means[2], means
+    # the gradient is zero on every other entry, which therefore barely moves
+    assert means[2] - means[0] > 0.5
+
+
+def test_guidance_off_equals_the_unguided_sampler():
+    model = _model()
+    value = build_value(LAYOUT, 8, SMALL_VALUE, 10)
+    runs = [model.sample(4, sampler=DDIM(5), generator=torch.Generator().manual_seed(1), experts=e).trajectories
+            for e in ([], [ValueGuide(value, scale=0.0)])]
+    assert torch.equal(*runs)
+
+
+def test_classifier_free_guidance_weight_0_is_the_unconditional_model_and_1_the_conditional():
+    model = _model(cond=True)
+    c = model.condition(3.0)
+    gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    uncond = model.sample(4, generator=gen()).trajectories
+    delta = lambda w: ConditionDelta(model.denoiser, "x0", {"cond": c}, {}, weight=w)  # noqa: E731
+    assert torch.equal(model.sample(4, generator=gen(), experts=[delta(0.0)]).trajectories, uncond)
+    conditional = model.sample(4, generator=gen(), weight=0.0,
+                               experts=[model.expert(cond=c.expand(4, 1))]).trajectories
+    torch.testing.assert_close(model.sample(4, generator=gen(), experts=[delta(1.0)]).trajectories, conditional,
+                               rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(conditional, uncond, atol=1e-3)  # the condition does something
+
+
+def test_return_condition_training_drops_the_condition():
+    model = _model(cond=True)
+    model.train()
+    seen = []
+    original = model.denoiser.forward
+    model.denoiser.forward = lambda x, t, cond=None, cond_mask=None: (seen.append(cond_mask), original(x, t, cond, cond_mask))[1]
+    batch = {"trajectories": torch.randn(400, 8, 5), "values": torch.randn(400, 1)}
+    model.loss(batch)
+    assert 0.15 < 1 - seen[0].float().mean().item() < 0.35  # cond_dropout 0.25
+    with pytest.raises(ValueError, match="values"):
+        model.loss({"trajectories": torch.randn(4, 8, 5)})
+
+
+def _export(tmp_path, name, model=None, normalizer=None, value=None, dataset="toy/data-v0"):
+    eps = _episodes()
+    normalizer = normalizer or _normalizer(eps)
+    path = tmp_path / name
+    if value is None:
+        tensors, config = export_state(model or _model(), normalizer, SMALL_UNET, dataset=dataset, step=1)
+    else:
+        tensors, config = export_value_state(value, normalizer, SMALL_VALUE, dataset=dataset, discount=0.99,
+                                             termination_penalty=-100.0, step=1)
+    save_export(path, tensors, config)
+    return path
+
+
+def test_value_checkpoint_round_trips(tmp_path):
+    torch.manual_seed(0)
+    value = build_value(LAYOUT, 8, SMALL_VALUE, 10, return_mean=3.0, return_std=2.0).eval()
+    loaded = load_value(_export(tmp_path, "v", value=value))
+    x, t = torch.randn(5, 8, 5), torch.randint(0, 10, (5,))
+    with torch.no_grad():
+        assert torch.equal(loaded.value.returns(x, t), value.returns(x, t))
+    assert loaded.config["discount"] == 0.99
+    with pytest.raises(ValueError, match="not a value function"):
+        load_value(_export(tmp_path, "d"))
+
+
+def test_mismatched_value_and_diffusion_models_are_refused(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    good = load_value(_export(tmp_path, "v", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                              normalizer=model.normalizer))
+    check_value_matches(model, good)
+    other_h = load_value(_export(tmp_path, "h", value=build_value(LAYOUT, 16, SMALL_VALUE, 10),
+                                 normalizer=model.normalizer))
+    with pytest.raises(ValueError, match="horizons differ"):
+        check_value_matches(model, other_h)
+    other_norm = load_value(_export(tmp_path, "n", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                                    normalizer=_normalizer(_episodes(seed=5))))
+    with pytest.raises(ValueError, match="normalizers differ"):
+        LocomotionPlanner(model, other_norm)
+    other_data = load_value(_export(tmp_path, "o", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                                    normalizer=model.normalizer, dataset="toy/other-v0"))
+    with pytest.raises(ValueError, match="datasets differ"):
+        check_value_matches(model, other_data)
+
+
+def test_planner_ranks_candidates_and_checks_the_environment(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    value = load_value(_export(tmp_path, "v", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                               normalizer=model.normalizer))
+    planner = LocomotionPlanner(model, value, LocomotionPlanConfig(candidates=6, sampler="ddim", sampler_steps=3,
+                                                                   execute=2))
+    obs = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)
+    a = planner.plan(obs, torch.Generator().manual_seed(0))
+    b = planner.plan(obs, torch.Generator().manual_seed(0))
+    assert a.actions.shape == (3, 2, 2) and a.states.shape == (3, 8, 3)
+    np.testing.assert_array_equal(a.actions, b.actions)  # same seed, same decision
+    np.testing.assert_allclose(a.states[:, 0], obs, atol=1e-5)  # the plan starts at the current state
+    with pytest.raises(ValueError, match="observations of size 11"):
+        planner.check_env(11, 2)
+    with pytest.raises(ValueError, match="needs a value function"):
+        LocomotionPlanner(model, None, LocomotionPlanConfig(guide="value"))
+    with pytest.raises(ValueError, match="unconditional"):
+        LocomotionPlanner(model, None, LocomotionPlanConfig(guide="cfg"))
+
+
+def test_collect_train_plan_smoke(tmp_path, monkeypatch):
+    """collect → train (diffusion + value) → plan, through the CLI, on a tiny budget."""
+    pytest.importorskip("mujoco")
+    from diffuser.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    main(["collect", "locomotion", "--env", "hopper", "--level", "medium", "--steps", "400", "--ref-episodes", "2",
+          "--no-progress"])
+    out = tmp_path / "job"
+    main(["plan", "locomotion", "--env", "hopper", "--level", "medium", "--episodes", "2", "--seeds", "0",
+          "--candidates", "2", "--sampler-steps", "2", "--max-episode-steps", "6", "--out", str(out), "--no-figures",
+          "--record", str(tmp_path / "table.json"),
+          "trainer.steps=3", "trainer.batch_size=8", "trainer.val_every=0", "trainer.save_every=0",
+          "trainer.ema_start=0", "model.dim=8", "value:trainer.steps=3", "value:trainer.batch_size=8",
+          "value:trainer.val_every=0", "value:trainer.save_every=0", "value:value.dim=16", "value:trainer.ema_start=0"])
+    report = json.loads((out / "locomotion.json").read_text())
+    assert set(report["results"]) == {"value", "cfg", "none"}
+    for guide, r in report["results"].items():
+        assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
+        lines = (out / f"episodes_{guide}.jsonl").read_text().splitlines()
+        assert len(lines) == 2 and {"seed", "ret", "score", "length"} <= set(json.loads(lines[0]))
+    assert report["dataset_average"]["episodes"] > 0
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert set(table["rows"]["hopper-medium"]) >= {"value", "cfg", "none", "dataset_average"}
