@@ -6,7 +6,7 @@
     diffuser plan maze [--maze umaze]    the main job: data, training, maze evaluation, figures
     diffuser plan locomotion [--env hopper --level medium]   value / classifier-free guided planning, evaluated
     diffuser plan sample CHECKPOINT ...  sample one plan from a trained checkpoint
-    diffuser bench [speed|fast]          speed at the paper's configs | solvers and warm starts
+    diffuser bench [speed|fast|locomotion]  speed at the paper's configs | solvers and warm starts | Hopper decisions
     diffuser compose toy|maze|split      composition experiments (products of experts) -> results/compose.json
     diffuser collect pointmaze ...       generate a PointMaze dataset (Minari format)
     diffuser collect locomotion ...      generate a Hopper/Walker2d/HalfCheetah dataset (Minari format)
@@ -154,6 +154,14 @@ def _cmd_plan_maze(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
+    if args.suite == "locomotion":
+        from diffuser.benchmark_locomotion import run_locomotion_benchmark
+
+        if not args.value:
+            raise ValueError("bench locomotion needs --checkpoint (a locomotion diffusion export) and --value")
+        run_locomotion_benchmark(args.checkpoint, args.value, out=args.out or "results/fast_locomotion.json",
+                                 repeats=args.repeats)
+        return
     if args.suite == "fast":
         from diffuser.benchmark_fast import run_fast_benchmark
 
@@ -331,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed: train step and plan latency at the paper's configs; "
                                       "fast: score and latency vs solver steps and warm starts")
-    p.add_argument("suite", nargs="?", default="speed", choices=["speed", "fast"])
+    p.add_argument("suite", nargs="?", default="speed", choices=["speed", "fast", "locomotion"])
+    p.add_argument("--value", help="locomotion: the value function of --checkpoint")
     p.add_argument("--checkpoint", default="assets/checkpoints/maze_umaze", help="fast: the maze model to evaluate")
     p.add_argument("--out", help="default results/bench.json (speed) or results/fast.json (fast)")
     p.add_argument("--repeats", type=int, default=10)

@@ -146,7 +146,9 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
               f"{results[guide]['plan_seconds']:.0f} s planning)")
         trace = next((r.trace for r in records if r.trace), None)
         if figures and trace is not None:
-            figures_written += _rollout_figures(env_id, trace, out / f"rollout_{guide}", planner.horizon)
+            with atomic_path(out / f"trace_{guide}.json") as tmp:  # re-render with scripts/rollout_video.py
+                tmp.write_text(json.dumps({"env_id": env_id, "horizon": planner.horizon, **trace}))
+            figures_written += _rollout_figures(env_id, trace, out / f"rollout_{guide}.mp4", planner.horizon)
     if figures and loaded_value is not None:
         from diffuser.viz.values import plot_value_fit
 
@@ -168,19 +170,23 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     return report
 
 
-def _rollout_figures(env_id: str, trace: dict, base: Path, horizon: int) -> list[str]:
+def _rollout_figures(env_id: str, trace: dict, path: Path, horizon: int, **kwargs) -> list[str]:
     """A video of the recorded episode beside the plans made along it (skipped without offscreen GL)."""
-    obs, xs = np.asarray(trace["observations"]), np.asarray(trace["x"])
-    segments = [{"plan": np.asarray(p["states"]), "executed": obs[p["step"]: p["step"] + horizon],
-                 "x": xs[p["step"]: p["step"] + horizon]} for p in trace["plans"]]
-    segments = [s for s in segments if len(s["executed"]) > 1]
     try:
         from diffuser.viz.mujoco_video import plan_rollout_video
 
-        return [str(plan_rollout_video(env_id, segments, base.with_suffix(".mp4")))]
+        return [str(plan_rollout_video(env_id, trace_segments(trace, horizon), path, **kwargs))]
     except Exception as err:  # rendering needs offscreen OpenGL (MUJOCO_GL=egl), absent on some machines
         print(f"no rollout video ({type(err).__name__}: {err})")
         return []
+
+
+def trace_segments(trace: dict, horizon: int) -> list[dict]:
+    """Each recorded plan with the executed states from the step it was made (for plan_rollout_video)."""
+    obs, xs = np.asarray(trace["observations"]), np.asarray(trace["x"])
+    segments = [{"plan": np.asarray(p["states"]), "executed": obs[p["step"]: p["step"] + horizon],
+                 "x": xs[p["step"]: p["step"] + horizon]} for p in trace["plans"]]
+    return [s for s in segments if len(s["executed"]) > 1]
 
 
 def record_locomotion(report: dict, path: str | Path) -> None:

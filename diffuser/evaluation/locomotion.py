@@ -66,15 +66,15 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
     traces = [{"observations": [o.tolist()], "x": [_x(env)], "plans": []} for env, o in zip(envs[:record], obs)]
     limit = envs[0].spec.max_episode_steps or 1000
     plan_seconds = 0.0
-    bar = progress(total=limit, desc=f"{env_id} seed {eval_seed}", disable=show_progress is False)
-    step = 0
+    bar = progress(total=limit, desc=f"{env_id} seed {eval_seed}", disable=None if show_progress is None else not show_progress)
+    step, next_record = 0, 0
     while alive.any():
         live = np.flatnonzero(alive)
         started = time.perf_counter()
         plans = planner.plan(obs[live], generator)
         plan_seconds += time.perf_counter() - started
         for j, i in enumerate(live):
-            if i < record and step % record_every == 0:
+            if i < record and step >= next_record:
                 traces[i]["plans"].append({"step": step, "states": plans.states[j].tolist()})
             for action in plans.actions[j]:
                 o, r, term, trunc, _ = envs[i].step(action)
@@ -87,6 +87,8 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
                 if term or trunc:
                     alive[i], terminated[i] = False, bool(term)
                     break
+        if step >= next_record:
+            next_record += record_every
         step += planner.config.execute
         bar.update(planner.config.execute)
     bar.close()

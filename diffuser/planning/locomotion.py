@@ -114,6 +114,7 @@ class LocomotionPlanner:
         self.normalizer = model.normalizer
         self.model_config, self.value_config = model.config, value.config if value else None
         self.layout = self.model.layout
+        self.action_bounds: tuple[np.ndarray, np.ndarray] | None = None  # set from the env by the evaluator
         self.select = ("value" if value is not None else "first") if config.select == "auto" else config.select
         experts = []
         if config.guide == "value":
@@ -170,18 +171,15 @@ class LocomotionPlanner:
             values = values[torch.arange(n), best].cpu().numpy()
         else:
             best = torch.zeros(n, dtype=torch.long)
-        rows = torch.arange(n, device=best.device) * c + best.to(out.actions.device)
-        actions = out.actions[rows, : self.config.execute].cpu().numpy()
-        low = self._action_bounds
-        if low is not None:
-            actions = np.clip(actions, low[0], low[1])
-        return LocomotionPlans(actions, out.states[rows].cpu().numpy(), values)
-
-    _action_bounds: tuple[np.ndarray, np.ndarray] | None = None
+        rows = torch.arange(n) * c + best.cpu()  # the chosen candidate of each start (start-major batch)
+        actions = out.actions.cpu()[rows, : self.config.execute].numpy()
+        if self.action_bounds is not None:
+            actions = np.clip(actions, *self.action_bounds)
+        return LocomotionPlans(actions, out.states.cpu()[rows].numpy(), values)
 
     def set_action_bounds(self, low: np.ndarray, high: np.ndarray) -> None:
         """Clip executed actions to the env's action space."""
-        self._action_bounds = (np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32))
+        self.action_bounds = (np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32))
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self.config)

@@ -1,0 +1,87 @@
+"""``diffuser bench locomotion``: a locomotion decision's latency and score vs solver steps.
+
+On one trained locomotion diffusion model and its value function: for DDPM (all T steps), DDIM and
+DPM-Solver++ at several step counts, and for each guide, the latency of one decision (one env, 64
+candidates: the original's protocol) and of a batched decision (10 envs × 16 candidates), and the score
+of closed-loop episodes. Next to them, one decision at the original's config (H 32, T 20, width 32,
+(1, 2, 4, 8), 64 samples, DDPM 20 with value guidance) timed with this code. Everything goes to
+``results/fast_locomotion.json`` with the checkpoints, seeds, git commit and thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from diffuser.benchmark_fast import _median_ms
+from diffuser.data.layout import TrajectoryLayout
+from diffuser.diffusion.guides import ValueGuide
+from diffuser.diffusion.model import DiffusionConfig
+from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes
+from diffuser.models.temporal_unet import UNetConfig
+from diffuser.models.value_net import ValueConfig
+from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
+from diffuser.pretrained import build_diffusion, build_value, load_model, load_value
+from diffuser.utils import atomic_path, git_commit
+
+SOLVERS = [("ddpm", None), ("ddim", 10), ("ddim", 5), ("ddim", 3), ("dpmpp", 3), ("ddim", 2)]
+
+
+def _original_config_ms(repeats: int) -> float:
+    """One 64-sample value-guided decision at the original Hopper config (untrained weights)."""
+    torch.manual_seed(0)
+    layout = TrajectoryLayout(11, 3)
+    model = build_diffusion(layout, 32, UNetConfig(dim=32, dim_mults=(1, 2, 4, 8)),
+                            DiffusionConfig(num_steps=20, prediction_type="x0")).eval()
+    value = build_value(layout, 32, ValueConfig(dim=32, dim_mults=(1, 2, 4, 8)), 20).eval()
+    guide = ValueGuide(value, scale=0.1, n_guide_steps=2, t_stopgrad=2)
+    s0 = {0: torch.zeros(64, 11)}
+    return _median_ms(lambda: model.sample(64, conditions=s0, experts=[guide]), repeats, warmup=1)
+
+
+def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fast_locomotion.json",
+                             guides: Sequence[str] = ("value", "none"), seeds: Sequence[int] = (0,),
+                             episodes: int = 10, repeats: int = 10, scale: float = 1.0) -> dict:
+    from diffuser.data.minari_io import dataset_info
+
+    commit = git_commit()
+    model, val = load_model(checkpoint), load_value(value)
+    info = dataset_info(model.config["dataset"])
+    refs = (info["ref_min_score"], info["ref_max_score"])
+    env_id = json.loads(json.dumps(info["env_id"]))
+    S = model.model.layout.observation_dim
+    rng = np.random.default_rng(0)
+    obs1, obs10 = rng.normal(0, 0.1, (1, S)).astype(np.float32), rng.normal(0, 0.1, (10, S)).astype(np.float32)
+    rows = []
+    for guide in guides:
+        for name, steps in SOLVERS:
+            config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64)
+            planner = LocomotionPlanner(model, val, config)
+            one = _median_ms(lambda: planner.plan(obs1, torch.Generator().manual_seed(0)), repeats)
+            batched = LocomotionPlanner(model, val, LocomotionPlanConfig(**{**config.__dict__, "candidates": 16}))
+            ten = _median_ms(lambda: batched.plan(obs10, torch.Generator().manual_seed(0)), max(3, repeats // 2))
+            t0 = time.perf_counter()
+            records = [r for s in seeds for r in evaluate_locomotion(batched, env_id, episodes=episodes, eval_seed=s,
+                                                                     ref_scores=refs, record=0)]
+            summary = summarize_episodes(records)
+            row = {"guide": guide, "sampler": name, "steps": steps or model.model.schedule.num_steps,
+                   "decision_ms_1env_64cand": round(one, 1), "decision_ms_10env_16cand": round(ten, 1),
+                   "score": summary["score"], "score_se": summary["score_se"], "episodes": summary["episodes"],
+                   "eval_seconds": round(time.perf_counter() - t0, 1)}
+            rows.append(row)
+            print(f"{guide:>5} {name:>5} {row['steps']:>2}: {one:7.1f} ms (64 cand.), {ten:7.1f} ms (10 x 16), "
+                  f"score {row['score']:.1f} ± {row['score_se']:.1f}", flush=True)
+    report = {"benchmark": "fast_locomotion", "checkpoint": str(checkpoint), "value": str(value),
+              "dataset": model.config["dataset"], "git_commit": commit, "torch_threads": torch.get_num_threads(),
+              "seeds": list(seeds), "episodes_per_seed": episodes, "repeats": repeats, "scale": scale, "rows": rows,
+              "original_config_decision_ms": round(_original_config_ms(max(3, repeats // 2)), 1),
+              "original_config": "H 32, T 20, width 32, (1, 2, 4, 8), 64 samples, DDPM 20, value guide (2 steps)",
+              "original_implementation_decision_ms_reference": 805.0}
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    print(f"original config with this code: {report['original_config_decision_ms']} ms; written {out}")
+    return report

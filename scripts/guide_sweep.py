@@ -1,0 +1,88 @@
+"""Score vs value-guide scale and t_stopgrad: the sweep users pick these two from.
+
+    python scripts/guide_sweep.py --checkpoint runs/locomotion/hopper-medium/train/diffusion \
+        --value runs/locomotion/hopper-medium/train/value --env hopper --level medium \
+        --scales 0 0.01 0.1 1 --t-stopgrad 0 2 --seeds 0 1 --episodes 10
+
+writes results/guide_sweep_<env>-<level>.json (config, seeds, git commit, every cell's score) and
+assets/guide_sweep_<env>-<level>.png. Scale 0 is unguided sampling ranked by the value function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from diffuser.collect.behaviour import env_id_for, env_name_for
+from diffuser.collect.locomotion import default_dataset_id
+from diffuser.data.minari_io import dataset_info
+from diffuser.envs.registry import D4RL_REF_SCORES
+from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes
+from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
+from diffuser.pretrained import load_model, load_value
+from diffuser.utils import atomic_path, git_commit
+from diffuser.viz.values import plot_guide_sweep
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--value", required=True)
+    p.add_argument("--env", default="hopper")
+    p.add_argument("--level", default="medium")
+    p.add_argument("--scales", nargs="+", type=float, default=[0.0, 0.01, 0.1, 1.0])
+    p.add_argument("--t-stopgrad", nargs="+", type=int, default=[0, 2])
+    p.add_argument("--n-guide-steps", type=int, default=2)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--candidates", type=int, default=16)
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--sampler-steps", type=int, default=5)
+    p.add_argument("--out", help="default results/guide_sweep_<env>-<level>.json")
+    p.add_argument("--figure", help="default assets/guide_sweep_<env>-<level>.png")
+    args = p.parse_args(argv)
+
+    env, env_id = env_name_for(args.env), env_id_for(args.env)
+    dataset = default_dataset_id(env, args.level)
+    info = dataset_info(dataset)
+    refs = (info["ref_min_score"], info["ref_max_score"])
+    model, value = load_model(args.checkpoint, dataset=dataset), load_value(args.value)
+    rows = []
+    for tsg in args.t_stopgrad:
+        for scale in args.scales:
+            if scale == 0 and tsg != args.t_stopgrad[0]:
+                continue  # without guidance t_stopgrad changes nothing
+            config = LocomotionPlanConfig(guide="value", scale=scale, t_stopgrad=tsg, n_guide_steps=args.n_guide_steps,
+                                          candidates=args.candidates, sampler=args.sampler,
+                                          sampler_steps=args.sampler_steps)
+            planner = LocomotionPlanner(model, value, config)
+            records = [r for s in args.seeds for r in evaluate_locomotion(
+                planner, env_id, episodes=args.episodes, eval_seed=s, ref_scores=refs, d4rl_ref=D4RL_REF_SCORES.get(env),
+                record=0)]
+            summary = summarize_episodes(records)
+            rows.append({"scale": scale, "t_stopgrad": tsg, **{k: summary[k] for k in
+                         ("score", "score_se", "return", "length", "fell", "episodes", "seed_scores", "plan_seconds")}})
+            print(f"scale {scale:g}, t_stopgrad {tsg}: score {summary['score']:.1f} ± {summary['score_se']:.1f}",
+                  flush=True)
+    unguided = [r for r in rows if r["scale"] == 0]
+    for r in unguided:  # draw the unguided point on every t_stopgrad's line
+        rows += [{**r, "t_stopgrad": t} for t in args.t_stopgrad if t != r["t_stopgrad"]]
+    out = Path(args.out or f"results/guide_sweep_{env}-{args.level}.json")
+    figure = Path(args.figure or f"assets/guide_sweep_{env}-{args.level}.png")
+    from diffuser.locomotion_job import _dataset_average
+
+    behaviour = _dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
+    plot_guide_sweep(rows, figure, baseline=behaviour["score"],
+                     title=f"{env}-{args.level}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
+    report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "value": args.value,
+              "args": vars(args), "git_commit": git_commit(), "command": "python " + " ".join(sys.argv),
+              "behaviour": behaviour, "rows": rows, "figure": str(figure)}
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out} and {figure}")
+
+
+if __name__ == "__main__":
+    main()

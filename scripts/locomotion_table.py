@@ -1,0 +1,35 @@
+"""Print the README's locomotion table (Markdown) from results/locomotion.json.
+
+    python scripts/locomotion_table.py [results/locomotion.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+GUIDES = (("value", "value guidance"), ("cfg", "classifier-free"), ("none", "unguided"))
+
+
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "-"
+    seeds = len(r.get("seeds", []))
+    return f"{r['score']:.1f} ± {r['score_se']:.1f} ({r['episodes']} ep, {seeds} seeds)"
+
+
+def main(path: str = "results/locomotion.json") -> None:
+    rows = json.load(open(path))["rows"]
+    print("| dataset | behaviour policy (dataset average) | " + " | ".join(name for _, name in GUIDES)
+          + " | training (CPU) |")
+    print("|---|---|" + "---|" * len(GUIDES) + "---|")
+    for key, row in rows.items():
+        t = row["training"]
+        train = f"{t['diffusion']['steps']:,} + {t.get('value', {}).get('steps', 0):,} steps, " \
+                f"{t['diffusion']['minutes'] + t.get('value', {}).get('minutes', 0):.0f} min"
+        print(f"| {key} | {row['dataset_average']['score']:.1f} | "
+              + " | ".join(_cell(row.get(g)) for g, _ in GUIDES) + f" | {train} |")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
