@@ -1,11 +1,15 @@
-"""Score vs value-guide scale and t_stopgrad: the sweep users pick these two from.
+"""Score vs value-guide scale and t_stopgrad (or, with --guide cfg, vs the CFG target return and weight):
+the sweeps users pick these settings from.
 
     python scripts/guide_sweep.py --checkpoint runs/locomotion/hopper-medium/train/diffusion \
         --value runs/locomotion/hopper-medium/train/value --env hopper --level medium \
         --scales 0 0.01 0.1 1 --t-stopgrad 0 2 --seeds 0 1 --episodes 10
 
+    python scripts/guide_sweep.py --guide cfg --targets z0 z0.5 max --weights 1.5 ...
+
 writes results/guide_sweep_<env>-<level>.json (config, seeds, git commit, every cell's score) and
-assets/guide_sweep_<env>-<level>.png. Scale 0 is unguided sampling ranked by the value function.
+assets/guide_sweep_<env>-<level>.png (cfg: results/cfg_sweep_<env>-<level>.json, no figure). Scale 0 is
+unguided sampling ranked by the value function.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", type=int, default=16)
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--sampler-steps", type=int, default=5)
+    p.add_argument("--guide", default="value", choices=["value", "cfg"])
+    p.add_argument("--targets", nargs="+", default=["z0", "z0.5", "max"], help="cfg: target returns")
+    p.add_argument("--weights", nargs="+", type=float, default=[1.5], help="cfg: guidance weights")
     p.add_argument("--out", help="default results/guide_sweep_<env>-<level>.json")
     p.add_argument("--figure", help="default assets/guide_sweep_<env>-<level>.png")
     args = p.parse_args(argv)
@@ -49,6 +56,8 @@ def main(argv=None) -> None:
     info = dataset_info(dataset)
     refs = (info["ref_min_score"], info["ref_max_score"])
     model, value = load_model(args.checkpoint, dataset=dataset), load_value(args.value)
+    if args.guide == "cfg":
+        return cfg_sweep(args, env, env_id, dataset, refs, model, value)
     rows = []
     for tsg in args.t_stopgrad:
         for scale in args.scales:
@@ -82,6 +91,30 @@ def main(argv=None) -> None:
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     print(f"wrote {out} and {figure}")
+
+
+def cfg_sweep(args, env, env_id, dataset, refs, model, value) -> None:
+    rows = []
+    for weight in args.weights:
+        for target in args.targets:
+            config = LocomotionPlanConfig(guide="cfg", cfg_weight=weight, target_return=target, select="first",
+                                          candidates=args.candidates, sampler=args.sampler,
+                                          sampler_steps=args.sampler_steps)
+            planner = LocomotionPlanner(model, value, config)
+            records = [r for s in args.seeds for r in evaluate_locomotion(
+                planner, env_id, episodes=args.episodes, eval_seed=s, ref_scores=refs, d4rl_ref=D4RL_REF_SCORES.get(env),
+                record=0)]
+            summary = summarize_episodes(records)
+            rows.append({"target_return": target, "target_return_value": planner.target_return(), "cfg_weight": weight,
+                         **{k: summary[k] for k in ("score", "score_se", "return", "length", "episodes", "seed_scores")}})
+            print(f"w {weight:g}, target {target} ({planner.target_return():.1f}): score {summary['score']:.1f} ± "
+                  f"{summary['score_se']:.1f}", flush=True)
+    out = Path(args.out or f"results/cfg_sweep_{env}-{args.level}.json")
+    report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "args": vars(args),
+              "git_commit": git_commit(), "command": "python " + " ".join(sys.argv), "rows": rows}
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

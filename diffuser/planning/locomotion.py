@@ -35,11 +35,11 @@ GUIDES = ("value", "cfg", "none")
 @dataclass
 class LocomotionPlanConfig:
     guide: str = "value"  # "value" (value-gradient guidance) | "cfg" (classifier-free return guidance) | "none"
-    scale: float = 0.1  # value guide scale (Diffuser's; on standardised values)
+    scale: float = 1.0  # value guide scale, on standardised values (Diffuser's 0.1 on raw returns ≈ 0.1·std of the returns here)
     n_guide_steps: int = 2  # value-gradient steps per denoising step
     t_stopgrad: int = 2  # no value guidance below this diffusion step
     cfg_weight: float = 1.5  # w of classifier-free guidance (1: the conditional model alone)
-    target_return: str = "max"  # the return CFG asks for: "max" / "q90" of the training windows, or a number
+    target_return: str = "z0"  # the return CFG asks for: "zK" (mean + K std of the training windows' returns), "max", "q90", or a number
     candidates: int = 16  # plans sampled per decision
     select: str = "auto"  # "value": best predicted return (needs a value model) | "first" | "auto": value when one is loaded
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
@@ -54,11 +54,13 @@ class LocomotionPlanConfig:
             raise ValueError(f"select must be 'auto', 'value' or 'first', got {self.select!r}")
         if self.candidates < 1 or self.execute < 1:
             raise ValueError(f"candidates and execute must be >= 1, got {self.candidates} and {self.execute}")
-        if isinstance(self.target_return, str) and self.target_return not in ("max", "q90"):
+        target = str(self.target_return)
+        if target not in ("max", "q90"):
             try:
-                float(self.target_return)
+                float(target[1:] if target.startswith("z") else target)
             except ValueError:
-                raise ValueError(f"target_return must be 'max', 'q90' or a number, got {self.target_return!r}") from None
+                raise ValueError(f"target_return must be 'zK' (K stds above the mean return), 'max', 'q90' or a "
+                                 f"number, got {self.target_return!r}") from None
 
 
 @dataclass
@@ -143,11 +145,13 @@ class LocomotionPlanner:
     def target_return(self) -> float:
         """The raw return classifier-free guidance conditions on."""
         stats = self.model.return_stats or {}
-        target = self.config.target_return
+        target = str(self.config.target_return)
         if target in ("max", "q90"):
             if target not in stats:
                 raise ValueError(f"the checkpoint's return stats have no {target!r}")
             return float(stats[target])
+        if target.startswith("z"):
+            return float(stats["mean"] + float(target[1:]) * stats["std"])
         return float(target)
 
     def check_env(self, observation_dim: int, action_dim: int) -> None:

@@ -87,6 +87,7 @@ def plot_guide_sweep(rows: Sequence[dict], path: str | Path, baseline: float | N
     if unguided is not None:
         ax.axhline(unguided, color="k", ls="--", lw=0.8, label="unguided")
     ax.set_xscale("symlog", linthresh=min((r["scale"] for r in rows if r["scale"] > 0), default=0.01))
+    ax.set_xlim(left=0)
     ax.set_xlabel("guide scale")
     ax.set_ylabel("normalized score")
     ax.set_title(title, fontsize=9)
