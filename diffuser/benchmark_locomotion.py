@@ -28,7 +28,7 @@ from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
 from diffuser.pretrained import build_diffusion, build_value, load_model, load_value
 from diffuser.utils import atomic_path, git_commit
 
-SOLVERS = [("ddpm", None), ("ddim", 10), ("ddim", 5), ("ddim", 3), ("dpmpp", 3), ("ddim", 2)]
+SOLVERS = [("ddpm", None), ("ddim", 5), ("ddim", 3), ("dpmpp", 3)]
 
 
 def _original_config_ms(repeats: int) -> float:

@@ -41,7 +41,7 @@ class LocomotionPlanConfig:
     cfg_weight: float = 1.5  # w of classifier-free guidance (1: the conditional model alone)
     target_return: str = "z0"  # the return CFG asks for: "zK" (mean + K std of the training windows' returns), "max", "q90", or a number
     candidates: int = 16  # plans sampled per decision
-    select: str = "auto"  # "value": best predicted return (needs a value model) | "first" | "auto": value when one is loaded
+    select: str = "auto"  # "value": best predicted return (needs a value model) | "first" | "auto": value for guide="value", else first
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
     sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
     execute: int = 1  # actions executed from each plan before replanning
@@ -117,7 +117,9 @@ class LocomotionPlanner:
         self.model_config, self.value_config = model.config, value.config if value else None
         self.layout = self.model.layout
         self.action_bounds: tuple[np.ndarray, np.ndarray] | None = None  # set from the env by the evaluator
-        self.select = ("value" if value is not None else "first") if config.select == "auto" else config.select
+        # Each guide's own protocol: Diffuser ranks its value-guided candidates by the value; classifier-free
+        # guidance (Decision Diffuser) and plain sampling take a sample as it comes.
+        self.select = ("value" if config.guide == "value" else "first") if config.select == "auto" else config.select
         experts = []
         if config.guide == "value":
             experts.append(ValueGuide(self.value, config.scale, config.n_guide_steps, config.t_stopgrad))
