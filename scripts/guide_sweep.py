@@ -66,11 +66,7 @@ def main(argv=None) -> None:
             config = LocomotionPlanConfig(guide="value", scale=scale, t_stopgrad=tsg, n_guide_steps=args.n_guide_steps,
                                           candidates=args.candidates, sampler=args.sampler,
                                           sampler_steps=args.sampler_steps)
-            planner = LocomotionPlanner(model, value, config)
-            records = [r for s in args.seeds for r in evaluate_locomotion(
-                planner, env_id, episodes=args.episodes, eval_seed=s, ref_scores=refs, d4rl_ref=D4RL_REF_SCORES.get(env),
-                record=0)]
-            summary = summarize_episodes(records)
+            summary = _evaluate(LocomotionPlanner(model, value, config), args, env, env_id, refs)
             rows.append({"scale": scale, "t_stopgrad": tsg, **{k: summary[k] for k in
                          ("score", "score_se", "return", "length", "fell", "episodes", "seed_scores", "plan_seconds")}})
             print(f"scale {scale:g}, t_stopgrad {tsg}: score {summary['score']:.1f} ± {summary['score_se']:.1f}",
@@ -93,6 +89,14 @@ def main(argv=None) -> None:
     print(f"wrote {out} and {figure}")
 
 
+def _evaluate(planner, args, env, env_id, refs) -> dict:
+    """Summary of ``args.episodes`` episodes for each of ``args.seeds``."""
+    records = [r for s in args.seeds for r in evaluate_locomotion(
+        planner, env_id, episodes=args.episodes, eval_seed=s, ref_scores=refs, d4rl_ref=D4RL_REF_SCORES.get(env),
+        record=0)]
+    return summarize_episodes(records)
+
+
 def cfg_sweep(args, env, env_id, dataset, refs, model, value) -> None:
     rows = []
     for weight in args.weights:
@@ -101,10 +105,7 @@ def cfg_sweep(args, env, env_id, dataset, refs, model, value) -> None:
                                           candidates=args.candidates, sampler=args.sampler,
                                           sampler_steps=args.sampler_steps)
             planner = LocomotionPlanner(model, value, config)
-            records = [r for s in args.seeds for r in evaluate_locomotion(
-                planner, env_id, episodes=args.episodes, eval_seed=s, ref_scores=refs, d4rl_ref=D4RL_REF_SCORES.get(env),
-                record=0)]
-            summary = summarize_episodes(records)
+            summary = _evaluate(planner, args, env, env_id, refs)
             rows.append({"target_return": target, "target_return_value": planner.target_return(), "cfg_weight": weight,
                          **{k: summary[k] for k in ("score", "score_se", "return", "length", "episodes", "seed_scores")}})
             print(f"w {weight:g}, target {target} ({planner.target_return():.1f}): score {summary['score']:.1f} ± "
