@@ -27,7 +27,7 @@ from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episod
 from diffuser.planning.locomotion import GUIDES, LocomotionPlanConfig, LocomotionPlanner
 from diffuser.utils import atomic_path, git_commit, resolve_device
 
-__all__ = ["ensure_locomotion_dataset", "train_locomotion", "run_locomotion_job", "record_locomotion"]
+__all__ = ["ensure_locomotion_dataset", "train_locomotion", "dataset_average", "run_locomotion_job", "record_locomotion"]
 
 
 def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None) -> str:
@@ -71,7 +71,7 @@ def train_locomotion(dataset_id: str, run_dir: Path, device, overrides: Sequence
             "device": str(device)}
 
 
-def _dataset_average(dataset_id: str, refs: tuple[float, float], d4rl: tuple[float, float] | None) -> dict:
+def dataset_average(dataset_id: str, refs: tuple[float, float], d4rl: tuple[float, float] | None) -> dict:
     """The behaviour policy's own score: the mean return of the dataset's episodes."""
     from diffuser.data.minari_io import load_episodes
 
@@ -157,7 +157,7 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     report = {"job": "locomotion", "env": env_name, "env_id": env_id, "level": level, "dataset": dataset_id,
               "git_commit": commit, "device": str(device), "training": training, "seeds": [int(s) for s in seeds],
               "episodes_per_seed": episodes, "reference_scores": {"min": refs[0], "max": refs[1], "d4rl": d4rl},
-              "dataset_average": _dataset_average(dataset_id, refs, d4rl), "results": results,
+              "dataset_average": dataset_average(dataset_id, refs, d4rl), "results": results,
               "figures": figures_written, "command": command, "max_episode_steps": max_episode_steps}
     with atomic_path(out / "locomotion.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))

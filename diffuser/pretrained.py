@@ -46,8 +46,7 @@ def export_state(model: TrajectoryDiffusion, normalizer: TrajectoryNormalizer, m
 
     ``meta`` (dataset id, step, seed, git commit, data config…) is stored in the config as is.
     """
-    tensors = {f"model.{k}": v for k, v in model.denoiser.state_dict().items()}
-    tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    tensors = _export_tensors(model.denoiser, normalizer)
     config = {
         "kind": KIND,
         "layout": model.layout.to_dict(),
@@ -76,20 +75,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, dataset:
     ``dataset`` / ``layout``: what the caller is about to use the model on; a checkpoint trained on
     another dataset or with other observation/action sizes is refused with both named.
     """
-    path = Path(path)
-    if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
-        path = path / "checkpoint"
-    tensors, config = load_export(path, device=device)
-    if config.get("kind") != KIND:
-        raise CheckpointError(f"{path} holds a {config.get('kind')!r} checkpoint, not a {KIND!r} one")
+    path, tensors, config = _read_export(path, device, KIND, f"not a {KIND!r} one")
     try:
         saved_layout = TrajectoryLayout.from_dict(config["layout"])
         model_cfg = {k: v for k, v in config["model"].items() if k != "name"}
         model = build_diffusion(saved_layout, config["horizon"], model_cfg, config["diffusion"], config.get("returns"))
-        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        model.denoiser.load_state_dict(weights, strict=True)
-        norm_tensors = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
-        normalizer = TrajectoryNormalizer.from_state(config["normalizer"], norm_tensors)
+        normalizer = _load_weights(model.denoiser, tensors, config)
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path} does not match the model its config describes: {e}") from e
     if dataset is not None and config.get("dataset") != dataset:
@@ -117,8 +108,7 @@ def export_value_state(value: ValueFunction, normalizer: TrajectoryNormalizer, v
                        **meta: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, config) of a value function: weights, the normalizer it was trained with, and ``meta``
     (the targets' discount and termination penalty, the diffusion checkpoint it was made for, …)."""
-    tensors = {f"model.{k}": v for k, v in value.network.state_dict().items()}
-    tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    tensors = _export_tensors(value.network, normalizer)
     config = {
         "kind": VALUE_KIND,
         "layout": value.layout.to_dict(),
@@ -141,23 +131,40 @@ class LoadedValue:
 
 def load_value(path: str | Path, device: str | torch.device = "cpu") -> LoadedValue:
     """Load a value-function export (or a run directory containing ``checkpoint/``) onto ``device``."""
-    path = Path(path)
-    if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
-        path = path / "checkpoint"
-    tensors, config = load_export(path, device=device)
-    if config.get("kind") != VALUE_KIND:
-        raise CheckpointError(f"{path} holds a {config.get('kind')!r} checkpoint, not a value function "
-                              f"({VALUE_KIND!r}): train one with `diffuser train-value checkpoint=<diffusion checkpoint>`")
+    path, tensors, config = _read_export(path, device, VALUE_KIND, f"not a value function ({VALUE_KIND!r}): train "
+                                         "one with `diffuser train-value checkpoint=<diffusion checkpoint>`")
     try:
         layout = TrajectoryLayout.from_dict(config["layout"])
         model_cfg = {k: v for k, v in config["model"].items() if k != "name"}
         value = build_value(layout, config["horizon"], model_cfg, config["schedule"]["num_steps"],
                             config["schedule"]["beta_schedule"], config["returns"]["mean"], config["returns"]["std"])
-        value.network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
-                                      strict=True)
-        norm = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
-        normalizer = TrajectoryNormalizer.from_state(config["normalizer"], norm)
+        normalizer = _load_weights(value.network, tensors, config)
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path} does not match the value function its config describes: {e}") from e
     value.to(device).eval()
     return LoadedValue(value, normalizer, config)
+
+
+def _export_tensors(network: torch.nn.Module, normalizer: TrajectoryNormalizer) -> dict[str, torch.Tensor]:
+    """An export's tensors: the network's weights under ``model.*``, the normalizer's statistics under ``normalizer.*``."""
+    tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
+    tensors.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    return tensors
+
+
+def _read_export(path, device, kind: str, what_else: str) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """(export dir, tensors, config) of an export dir or a run dir holding ``checkpoint/``, refusing other kinds."""
+    path = Path(path)
+    if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
+        path = path / "checkpoint"
+    tensors, config = load_export(path, device=device)
+    if config.get("kind") != kind:
+        raise CheckpointError(f"{path} holds a {config.get('kind')!r} checkpoint, {what_else}")
+    return path, tensors, config
+
+
+def _load_weights(network: torch.nn.Module, tensors: dict[str, torch.Tensor], config: dict) -> TrajectoryNormalizer:
+    """Load ``model.*`` into ``network`` (strictly) and rebuild the normalizer from ``normalizer.*``."""
+    network.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    norm = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
+    return TrajectoryNormalizer.from_state(config["normalizer"], norm)

@@ -76,9 +76,9 @@ def main(argv=None) -> None:
         rows += [{**r, "t_stopgrad": t} for t in args.t_stopgrad if t != r["t_stopgrad"]]
     out = Path(args.out or f"results/guide_sweep_{env}-{args.level}.json")
     figure = Path(args.figure or f"assets/guide_sweep_{env}-{args.level}.png")
-    from diffuser.locomotion_job import _dataset_average
+    from diffuser.locomotion_job import dataset_average
 
-    behaviour = _dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
+    behaviour = dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
     plot_guide_sweep(rows, figure, baseline=behaviour["score"],
                      title=f"{env}-{args.level}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
     report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "value": args.value,

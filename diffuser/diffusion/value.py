@@ -47,11 +47,10 @@ class ValueFunction(nn.Module):
         self.network, self.layout, self.horizon = network, layout, int(horizon)
         self.schedule = NoiseSchedule(num_steps, beta_schedule)
         self.return_mean, self.return_std = float(return_mean), float(return_std)
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tells the device
 
     @property
     def device(self) -> torch.device:
-        return self._anchor.device
+        return next(self.network.parameters()).device
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Standardised value (B,) of noisy normalised trajectories x (B, H, D) at steps t (B,)."""
