@@ -220,7 +220,7 @@ def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
     config = LocomotionPlanConfig(scale=args.scale, n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad,
                                   cfg_weight=args.cfg_weight, target_return=args.target_return,
                                   candidates=args.candidates, sampler=args.sampler, sampler_steps=args.sampler_steps,
-                                  execute=args.execute, select=args.select)
+                                  execute=args.execute, select=args.select, warm_level=args.warm_level)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]
     run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp"])
     p.add_argument("--sampler-steps", type=int, default=5, help="network calls per plan for ddim / dpmpp")
     p.add_argument("--execute", type=int, default=1, help="actions executed per plan before replanning")
+    p.add_argument("--warm-level", type=float, help="replans start from the previous plan shifted by --execute, "
+                                                    "noised to this share of the sampler's steps (0-1; default cold)")
     p.add_argument("--select", default="auto", choices=["auto", "value", "first"],
                    help="which candidate to execute: value (highest predicted return), first, or auto (value for "
                         "value guidance, first otherwise)")

@@ -225,6 +225,32 @@ def test_planner_ranks_candidates_and_checks_the_environment(tmp_path):
         LocomotionPlanner(model, None, LocomotionPlanConfig(guide="cfg"))
 
 
+def test_locomotion_warm_start_level_0_keeps_the_shifted_plan_and_level_1_is_cold(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    obs = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
+    kw = dict(guide="none", candidates=3, sampler="ddim", sampler_steps=4, execute=2)
+    cold = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw))
+    first = cold.plan(obs, torch.Generator().manual_seed(0))
+    shifted = cold.shift(first.trajectories)
+    np.testing.assert_array_equal(shifted[:, :-2].numpy(), first.trajectories[:, 2:].numpy())  # advanced by execute
+    np.testing.assert_array_equal(shifted[:, -1].numpy(), first.trajectories[:, -1].numpy())  # end held
+    keep = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, warm_level=0.0))
+    kept = keep.plan(obs, torch.Generator().manual_seed(1), warm_start=shifted)
+    expected = shifted.clone()
+    expected[:, 0, model.model.layout.state_slice] = model.normalizer.normalize_observations(torch.as_tensor(obs))
+    torch.testing.assert_close(kept.trajectories, expected)  # only the current state is inpainted
+    full = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, warm_level=1.0))
+    again = full.plan(obs, torch.Generator().manual_seed(0), warm_start=shifted)
+    torch.testing.assert_close(again.trajectories, first.trajectories)  # level 1: a cold start
+    half = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, warm_level=0.5))
+    mid = half.plan(obs, torch.Generator().manual_seed(0), warm_start=shifted)
+    assert not torch.allclose(mid.trajectories, first.trajectories)
+    with pytest.raises(ValueError, match="warm_start must be"):
+        half.plan(obs, warm_start=shifted[:1])
+    with pytest.raises(ValueError, match="warm_level"):
+        LocomotionPlanConfig(warm_level=1.5)
+
+
 def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     """collect → train (diffusion + value) → plan, through the CLI, on a tiny budget."""
     pytest.importorskip("mujoco")
@@ -235,7 +261,7 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
           "--no-progress"])
     out = tmp_path / "job"
     main(["plan", "locomotion", "--env", "hopper", "--level", "medium", "--episodes", "2", "--seeds", "0",
-          "--candidates", "2", "--sampler-steps", "2", "--max-episode-steps", "6", "--out", str(out), "--no-figures",
+          "--candidates", "2", "--sampler-steps", "2", "--warm-level", "0.5", "--max-episode-steps", "6", "--out", str(out), "--no-figures",
           "--record", str(tmp_path / "table.json"),
           "trainer.steps=3", "trainer.batch_size=8", "trainer.val_every=0", "trainer.save_every=0",
           "trainer.ema_start=0", "model.dim=8", "value:trainer.steps=3", "value:trainer.batch_size=8",
@@ -244,6 +270,7 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     assert set(report["results"]) == {"value", "cfg", "none"}
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
+        assert r["planner"]["warm_level"] == 0.5
         lines = (out / f"episodes_{guide}.jsonl").read_text().splitlines()
         assert len(lines) == 2 and {"seed", "ret", "score", "length"} <= set(json.loads(lines[0]))
     assert report["dataset_average"]["episodes"] > 0

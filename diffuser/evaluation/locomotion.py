@@ -2,7 +2,8 @@
 
 Episodes of one evaluation seed run side by side: each decision plans for every live env in one batched
 call, executes the first ``execute`` actions of each plan, and replans. Episode ``i`` of seed ``s`` resets
-with seed ``s * 1000 + i``, disjoint from the collection seeds. Per-episode records (seed, return,
+with seed ``s * 1000 + i``, disjoint from the collection seeds. With ``warm_level`` set in the planner, each
+replan starts from that env's previous plan shifted by the executed steps. Per-episode records (seed, return,
 length, termination, normalised scores) are what the aggregates are computed from.
 """
 
@@ -68,10 +69,15 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
     plan_seconds = 0.0
     bar = progress(total=limit, desc=f"{env_id} seed {eval_seed}", disable=None if show_progress is None else not show_progress)
     step, next_record = 0, 0
+    last = None  # (episodes, H, A+S) each env's last chosen plan, normalised: warm starts
     while alive.any():
         live = np.flatnonzero(alive)
         started = time.perf_counter()
-        plans = planner.plan(obs[live], generator)
+        warm = planner.shift(last[live]) if last is not None and planner.config.warm_level is not None else None
+        plans = planner.plan(obs[live], generator, warm_start=warm)
+        if last is None:
+            last = plans.trajectories.new_zeros((episodes, *plans.trajectories.shape[1:]))
+        last[torch.as_tensor(live, device=last.device)] = plans.trajectories
         plan_seconds += time.perf_counter() - started
         for j, i in enumerate(live):
             if i < record and step >= next_record:

@@ -1,5 +1,5 @@
 """Planning: turn observations (and goals) into plans with a trained model."""
 
-from diffuser.planning.planner import Plan, Planner
+from diffuser.planning.planner import Plan, Planner, shift_plans
 
-__all__ = ["Plan", "Planner"]
+__all__ = ["Plan", "Planner", "shift_plans"]

@@ -24,7 +24,7 @@ import torch
 from diffuser.diffusion.experts import ConditionDelta
 from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.samplers import make_sampler
-from diffuser.planning.planner import Planner
+from diffuser.planning.planner import Planner, shift_plans
 from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 
 __all__ = ["GUIDES", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches"]
@@ -46,6 +46,7 @@ class LocomotionPlanConfig:
     sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
     execute: int = 1  # actions executed from each plan before replanning
     horizon: int | None = None  # planning horizon (None: the model's)
+    warm_level: float | None = None  # replans start from the last plan shifted by `execute`, noised to this share of the steps (None: cold)
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
@@ -54,6 +55,8 @@ class LocomotionPlanConfig:
             raise ValueError(f"select must be 'auto', 'value' or 'first', got {self.select!r}")
         if self.candidates < 1 or self.execute < 1:
             raise ValueError(f"candidates and execute must be >= 1, got {self.candidates} and {self.execute}")
+        if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
+            raise ValueError(f"warm_level must be in [0, 1] or None (cold starts), got {self.warm_level}")
         target = str(self.target_return)
         if target not in ("max", "q90"):
             try:
@@ -68,6 +71,7 @@ class LocomotionPlans:
     actions: np.ndarray  # (N, execute, A) raw actions to execute
     states: np.ndarray  # (N, H, S) raw planned states of the chosen plans
     values: np.ndarray | None  # (N,) predicted return of the chosen plans (with a value model)
+    trajectories: torch.Tensor  # (N, H, A+S) the chosen plans as sampled (normalised): the next warm starts
 
 
 def check_value_matches(model: LoadedModel, value: LoadedValue) -> None:
@@ -162,13 +166,26 @@ class LocomotionPlanner:
                              f"{action_dim}, but the model plans with {self.layout.observation_dim} and "
                              f"{self.layout.action_dim}: use a checkpoint trained on this environment's data")
 
-    def plan(self, observations: np.ndarray, generator: torch.Generator | None = None) -> LocomotionPlans:
-        """Plans for observations (N, S), raw units."""
+    def plan(self, observations: np.ndarray, generator: torch.Generator | None = None,
+             warm_start: torch.Tensor | None = None) -> LocomotionPlans:
+        """Plans for observations (N, S), raw units.
+
+        ``warm_start``: (N, H, A+S) normalised plans to start from (:meth:`shift` of the previous
+        decision's ``trajectories``); used when ``config.warm_level`` is set, every candidate of a start
+        noising the same warm plan with its own noise.
+        """
         obs = np.asarray(observations, dtype=np.float32)
         if obs.ndim != 2 or obs.shape[1] != self.layout.observation_dim:
             raise ValueError(f"observations must be (N, {self.layout.observation_dim}), got {obs.shape}")
         n, c = obs.shape[0], self.config.candidates
-        out = self.planner.plan(obs, horizon=self.horizon, num_samples=c, generator=generator)
+        warm, level = None, 1.0
+        if warm_start is not None and self.config.warm_level is not None:
+            if tuple(warm_start.shape) != (n, self.horizon, self.layout.transition_dim):
+                raise ValueError(f"warm_start must be (N, H, A+S) = {(n, self.horizon, self.layout.transition_dim)}, "
+                                 f"got {tuple(warm_start.shape)}")
+            warm, level = warm_start.to(self.device).repeat_interleave(c, 0), self.config.warm_level
+        out = self.planner.plan(obs, horizon=self.horizon, num_samples=c, generator=generator, warm_start=warm,
+                                warm_level=level)
         values = None
         if self.select == "value":
             with torch.no_grad():
@@ -181,7 +198,11 @@ class LocomotionPlanner:
         actions = out.actions.cpu()[rows, : self.config.execute].numpy()
         if self.action_bounds is not None:
             actions = np.clip(actions, *self.action_bounds)
-        return LocomotionPlans(actions, out.states.cpu()[rows].numpy(), values)
+        return LocomotionPlans(actions, out.states.cpu()[rows].numpy(), values, out.trajectories[rows.to(self.device)])
+
+    def shift(self, trajectories: torch.Tensor, steps: int | np.ndarray | None = None) -> torch.Tensor:
+        """Plans (N, H, A+S) advanced by ``steps`` env steps (default: ``execute``) for the next warm start."""
+        return shift_plans(trajectories, self.config.execute if steps is None else steps)
 
     def set_action_bounds(self, low: np.ndarray, high: np.ndarray) -> None:
         """Clip executed actions to the env's action space."""

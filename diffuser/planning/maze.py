@@ -25,7 +25,7 @@ import torch
 from diffuser.diffusion.samplers import Sampler, make_sampler
 from diffuser.envs.maze import MazeMap
 from diffuser.planning.controller import densify
-from diffuser.planning.planner import Planner
+from diffuser.planning.planner import Planner, shift_plans
 
 __all__ = ["MazePlanConfig", "MazePlans", "MazePlanner", "maze_of_dataset"]
 
@@ -202,19 +202,8 @@ class MazePlanner:
                          clear[rows, best], candidates, chosen, chain)
 
     def shift(self, trajectories: torch.Tensor, env_steps: np.ndarray) -> torch.Tensor:
-        """Plans (N, H, D) advanced by ``env_steps`` (N,) env steps: planned step k becomes step
-        k − env_steps / stride, linearly interpolated between planned steps (an advance shorter than
-        the stride still moves the plan), and the end is held at the last planned state."""
-        N, H, D = trajectories.shape
-        device = trajectories.device
-        offset = torch.as_tensor(np.asarray(env_steps, dtype=np.float32) / self.stride, device=device)
-        pos = torch.arange(H, device=device, dtype=torch.float32)[None] + offset[:, None]
-        lo = pos.floor()
-        w = torch.where(lo >= H - 1, torch.zeros_like(pos), pos - lo)[..., None]
-        lo = lo.clamp(max=H - 1).long()
-        hi = (lo + 1).clamp(max=H - 1)
-        take = lambda idx: torch.gather(trajectories, 1, idx[..., None].expand(-1, -1, D))  # noqa: E731
-        return (1 - w) * take(lo) + w * take(hi)
+        """Plans (N, H, D) advanced by ``env_steps`` (N,) env steps (see :func:`shift_plans`)."""
+        return shift_plans(trajectories, env_steps, self.stride)
 
     def hard_costs(self) -> list:
         """The planner's experts that mark regions to avoid (positive weight, ``hard``)."""

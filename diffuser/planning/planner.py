@@ -21,6 +21,24 @@ from diffuser.diffusion.noise import Generators, generators
 from diffuser.diffusion.samplers import Sampler
 
 
+def shift_plans(trajectories: torch.Tensor, steps, stride: int = 1) -> torch.Tensor:
+    """Plans (N, H, D) advanced by ``steps`` (N,) env steps, for warm-starting the next plan.
+
+    Planned step k becomes step k − steps / stride, linearly interpolated between planned steps (an
+    advance shorter than the stride still moves the plan); the end is held at the last planned step.
+    """
+    N, H, D = trajectories.shape
+    device = trajectories.device
+    offset = torch.as_tensor(np.broadcast_to(np.asarray(steps, dtype=np.float32), (N,)) / stride, device=device)
+    pos = torch.arange(H, device=device, dtype=torch.float32)[None] + offset[:, None]
+    lo = pos.floor()
+    w = torch.where(lo >= H - 1, torch.zeros_like(pos), pos - lo)[..., None].to(trajectories.dtype)
+    lo = lo.clamp(max=H - 1).long()
+    hi = (lo + 1).clamp(max=H - 1)
+    take = lambda idx: torch.gather(trajectories, 1, idx[..., None].expand(-1, -1, D))  # noqa: E731
+    return (1 - w) * take(lo) + w * take(hi)
+
+
 @dataclass
 class Plan:
     states: torch.Tensor  # (B, H, S) raw units
