@@ -1,11 +1,12 @@
 """``diffuser bench locomotion``: a locomotion decision's latency and score vs solver steps.
 
 On one trained locomotion diffusion model and its value function: for DDPM (all T steps), DDIM and
-DPM-Solver++ at several step counts, and for each guide, the latency of one decision (one env, 64
-candidates: the original's protocol) and of a batched decision (10 envs × 16 candidates), and the score
-of closed-loop episodes. Next to them, one decision at the original's config (H 32, T 20, width 32,
-(1, 2, 4, 8), 64 samples, DDPM 20 with value guidance) timed with this code. Everything goes to
-``results/fast_locomotion.json`` with the checkpoints, seeds, git commit and thread count.
+DPM-Solver++ at several step counts, cold and warm-started (from the last plan), and for each guide, the
+latency of one decision (one env, 64 candidates: the original's protocol) and of a batched decision
+(10 envs × 16 candidates), and the score of closed-loop episodes. Next to them, one decision at the
+original's config (H 32, T 20, width 32, (1, 2, 4, 8), 64 samples, DDPM 20 with value guidance) timed with
+this code. Everything goes to ``results/fast_locomotion.json`` with the checkpoints, seeds, git commit and
+thread count.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
 from diffuser.pretrained import build_diffusion, build_value, load_model, load_value
 from diffuser.utils import atomic_path, git_commit
 
-SOLVERS = [("ddpm", None), ("ddim", 5), ("ddim", 3), ("dpmpp", 3)]
+# (sampler, steps, warm level): a warm decision starts from the last plan shifted by one step and runs
+# round(level · steps) of the sampler's steps.
+SOLVERS = [("ddpm", None, None), ("ddim", 5, None), ("ddim", 3, None), ("dpmpp", 3, None),
+           ("ddim", 5, 0.4), ("dpmpp", 3, 0.67)]
 
 
 def _original_config_ms(repeats: int) -> float:
@@ -58,22 +62,30 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
     obs1, obs10 = rng.normal(0, 0.1, (1, S)).astype(np.float32), rng.normal(0, 0.1, (10, S)).astype(np.float32)
     rows = []
     for guide in guides:
-        for name, steps in SOLVERS:
-            config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64)
+        for name, steps, warm_level in SOLVERS:
+            config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64,
+                                          warm_level=warm_level)
             planner = LocomotionPlanner(model, val, config)
-            one = _median_ms(lambda: planner.plan(obs1, torch.Generator().manual_seed(0)), repeats)
             batched = LocomotionPlanner(model, val, LocomotionPlanConfig(**{**config.__dict__, "candidates": 16}))
-            ten = _median_ms(lambda: batched.plan(obs10, torch.Generator().manual_seed(0)), max(3, repeats // 2))
+            # A warm decision starts from the previous decision's plan, shifted by the executed step.
+            warm1 = planner.shift(planner.plan(obs1, torch.Generator().manual_seed(1)).trajectories) if warm_level else None
+            warm10 = batched.shift(batched.plan(obs10, torch.Generator().manual_seed(1)).trajectories) if warm_level else None
+            one = _median_ms(lambda: planner.plan(obs1, torch.Generator().manual_seed(0), warm_start=warm1), repeats)
+            ten = _median_ms(lambda: batched.plan(obs10, torch.Generator().manual_seed(0), warm_start=warm10),
+                             max(3, repeats // 2))
             t0 = time.perf_counter()
             records = [r for s in seeds for r in evaluate_locomotion(batched, env_id, episodes=episodes, eval_seed=s,
                                                                      ref_scores=refs, record=0)]
             summary = summarize_episodes(records)
-            row = {"guide": guide, "sampler": name, "steps": steps or model.model.schedule.num_steps,
+            all_steps = steps or model.model.schedule.num_steps
+            row = {"guide": guide, "sampler": name, "steps": all_steps, "warm_level": warm_level,
+                   "network_calls_per_decision": all_steps if warm_level is None else int(round(warm_level * all_steps)),
                    "decision_ms_1env_64cand": round(one, 1), "decision_ms_10env_16cand": round(ten, 1),
                    "score": summary["score"], "score_se": summary["score_se"], "episodes": summary["episodes"],
                    "eval_seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
-            print(f"{guide:>5} {name:>5} {row['steps']:>2}: {one:7.1f} ms (64 cand.), {ten:7.1f} ms (10 x 16), "
+            warm = f" warm {warm_level}" if warm_level else ""
+            print(f"{guide:>5} {name:>5} {row['steps']:>2}{warm}: {one:7.1f} ms (64 cand.), {ten:7.1f} ms (10 x 16), "
                   f"score {row['score']:.1f} ± {row['score_se']:.1f}", flush=True)
     report = {"benchmark": "fast_locomotion", "checkpoint": str(checkpoint), "value": str(value),
               "dataset": model.config["dataset"], "git_commit": commit, "torch_threads": torch.get_num_threads(),
