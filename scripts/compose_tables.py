@@ -45,9 +45,12 @@ def prefer(d) -> str:
 
 
 def split(d) -> str:
-    lines = ["| sampled from | plans in upper | in right | in both | in free cells |", "|---|---|---|---|---|"]
-    for name, r in d["rows"].items():
-        lines.append(f"| {name} | {pct(r['in_upper'])} | {pct(r['in_right'])} | {pct(r['in_both'])} | {pct(r['in_free_cells'])} |")
+    lines = ["| starts from windows that move | sampled from | plans moving right | up | both | in free cells |",
+             "|---|---|---|---|---|---|"]
+    for pool, rows in d["rows_by_starts"].items():
+        for name, r in rows.items():
+            lines.append(f"| {pool} | {name} | {pct(r['right'])} | {pct(r['up'])} | {pct(r['both'])} | "
+                         f"{pct(r['in_free_cells'])} |")
     return "\n".join(lines)
 
 

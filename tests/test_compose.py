@@ -218,3 +218,27 @@ def test_value_expert_and_condition_delta_terms():
 
     delta = ConditionDelta(Conditional(), "epsilon", {"cond": 3.0}, {"cond": 1.0}, weight=0.5)
     assert torch.allclose(combined_epsilon([delta], x, level), torch.full_like(x, 0.5 * 2.0))
+
+
+def test_style_windows_mark_the_windows_that_move_right_and_up():
+    from diffuser.data.episodes import Episode
+    from diffuser.data.normalizers import TrajectoryNormalizer
+    from diffuser.data.windows import SequenceDataset
+    from diffuser.experiments.maze_split import DISPLACEMENT, has_style, style_windows
+
+    t = np.arange(40, dtype=float)
+    # First half moves right, second half moves up, at 0.1 per step.
+    x = np.where(t < 20, 0.1 * t, 1.9)
+    y = np.where(t < 20, 0.0, 0.1 * (t - 19))
+    obs = np.stack([x, y, np.zeros(40), np.zeros(40)], axis=1)
+    ep = Episode(obs, np.zeros((40, 2)), np.zeros(40), np.zeros(40, bool), np.eye(40, dtype=bool)[-1])
+    windows = SequenceDataset([ep], horizon=4, normalizer=TrajectoryNormalizer("gaussian").fit([ep]), stride=4)
+    marks = style_windows(windows, [ep], every=1)
+    start = windows.indices[marks["index"], 1]
+    dx, dy = x[start + 12] - x[start], y[start + 12] - y[start]  # a window spans (4 - 1) * 4 steps
+    np.testing.assert_array_equal(marks["right"], dx > DISPLACEMENT)
+    np.testing.assert_array_equal(marks["up"], dy > DISPLACEMENT)
+    assert marks["right"][0] and not marks["up"][0] and marks["up"][-1] and not marks["right"][-1]
+    assert (marks["right"] & marks["up"]).any()  # the windows around the turn do both
+    plan = np.array([[[0.0, 0.0], [0.2, 0.9]]])  # (1, H 2, xy): up by 0.9, right by 0.2
+    assert has_style(plan, "up") and not has_style(plan, "right")

@@ -210,6 +210,17 @@ def test_window_counts(episodes, padding, expected):
     assert item["mask"].shape == (5,) and item["mask"].dtype == torch.bool
 
 
+def test_subset_keeps_the_chosen_windows_and_shares_the_data(episodes):
+    ds = GoalDataset(episodes, horizon=4, normalizer=fitted(episodes))
+    sub = ds.subset(np.array([5, 1]))
+    assert len(sub) == 2 and len(ds) > 2 and sub._data is ds._data
+    for k, i in enumerate([5, 1]):
+        assert torch.equal(sub[k]["trajectories"], ds[i]["trajectories"])
+        assert set(sub[k]["conditions"]) == {0, 3}  # still a GoalDataset
+    with pytest.raises(ValueError, match="window indices"):
+        ds.subset(np.array([len(ds)]))
+
+
 def test_no_window_error_names_longest_episode(episodes):
     with pytest.raises(ValueError, match=r"longest.*10 steps.*padding='edge'"):
         SequenceDataset(episodes, horizon=11, normalizer=fitted(episodes))

@@ -39,6 +39,7 @@ The index of ``(episode, start)`` pairs and the normalized data are built once, 
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -185,6 +186,16 @@ class SequenceDataset(Dataset):
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+    def subset(self, windows: np.ndarray) -> "SequenceDataset":
+        """The same dataset with only the windows ``windows`` (indices into this one), sharing its data:
+        e.g. the windows that show one behaviour, to train a model on that behaviour alone."""
+        windows = np.asarray(windows, dtype=np.int64)
+        if windows.ndim != 1 or (len(windows) and not (0 <= windows.min() and windows.max() < len(self))):
+            raise ValueError(f"window indices must be a 1-D array in [0, {len(self)}), got shape {windows.shape}")
+        out = copy.copy(self)
+        out.indices = self.indices[windows]
+        return out
 
     @property
     def num_episodes(self) -> int:
