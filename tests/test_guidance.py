@@ -55,7 +55,7 @@ def test_value_function_fits_a_tiny_datasets_returns():
     batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
     opt = torch.optim.Adam(value.parameters(), lr=3e-3)
     first = None
-    for _ in range(300):
+    for _ in range(800):  # enough that the fit does not hinge on the thread count's rounding
         loss, _ = value.loss(batch)
         first = first if first is not None else loss.item()
         opt.zero_grad()
