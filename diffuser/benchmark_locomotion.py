@@ -29,10 +29,11 @@ from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
 from diffuser.pretrained import build_diffusion, build_value, load_model, load_value
 from diffuser.utils import atomic_path, git_commit
 
-# (sampler, steps, warm level): a warm decision starts from the last plan shifted by one step and runs
-# round(level · steps) of the sampler's steps.
-SOLVERS = [("ddpm", None, None), ("ddim", 5, None), ("ddim", 3, None), ("dpmpp", 3, None),
-           ("ddim", 5, 0.4), ("dpmpp", 3, 0.67)]
+# (sampler, steps, warm level, value-gradient steps per level): a warm decision starts from the last plan
+# shifted by one step and runs round(level · steps) of the sampler's steps; None keeps the planner's
+# default of 2 gradient steps (Diffuser's). Rows with 1 gradient step are value-guided only.
+SOLVERS = [("ddpm", None, None, None), ("ddim", 5, None, None), ("ddim", 3, None, None), ("dpmpp", 3, None, None),
+           ("ddim", 3, None, 1), ("dpmpp", 3, None, 1), ("ddim", 5, 0.4, None), ("dpmpp", 3, 0.67, None)]
 
 
 def _original_config_ms(repeats: int) -> float:
@@ -49,7 +50,8 @@ def _original_config_ms(repeats: int) -> float:
 
 def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fast_locomotion.json",
                              guides: Sequence[str] = ("value", "none"), seeds: Sequence[int] = (0,),
-                             episodes: int = 10, repeats: int = 10, scale: float = 1.0) -> dict:
+                             episodes: int = 10, repeats: int = 10, scale: float = 1.0,
+                             figure: str | None = "assets/fast_locomotion.png") -> dict:
     from diffuser.data.minari_io import dataset_info
 
     commit = git_commit()
@@ -62,9 +64,11 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
     obs1, obs10 = rng.normal(0, 0.1, (1, S)).astype(np.float32), rng.normal(0, 0.1, (10, S)).astype(np.float32)
     rows = []
     for guide in guides:
-        for name, steps, warm_level in SOLVERS:
+        for name, steps, warm_level, guide_steps in SOLVERS:
+            if guide_steps is not None and guide != "value":
+                continue  # gradient steps change nothing without the value guide
             config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64,
-                                          warm_level=warm_level)
+                                          warm_level=warm_level, n_guide_steps=guide_steps or 2)
             planner = LocomotionPlanner(model, val, config)
             batched = LocomotionPlanner(model, val, LocomotionPlanConfig(**{**config.__dict__, "candidates": 16}))
             # A warm decision starts from the previous decision's plan, shifted by the executed step.
@@ -79,12 +83,13 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
             summary = summarize_episodes(records)
             all_steps = steps or model.model.schedule.num_steps
             row = {"guide": guide, "sampler": name, "steps": all_steps, "warm_level": warm_level,
+                   "n_guide_steps": config.n_guide_steps if guide == "value" else None,
                    "network_calls_per_decision": all_steps if warm_level is None else int(round(warm_level * all_steps)),
                    "decision_ms_1env_64cand": round(one, 1), "decision_ms_10env_16cand": round(ten, 1),
                    "score": summary["score"], "score_se": summary["score_se"], "episodes": summary["episodes"],
                    "eval_seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
-            warm = f" warm {warm_level}" if warm_level else ""
+            warm = (f" warm {warm_level}" if warm_level else "") + (f" {guide_steps} grad step" if guide_steps else "")
             print(f"{guide:>5} {name:>5} {row['steps']:>2}{warm}: {one:7.1f} ms (64 cand.), {ten:7.1f} ms (10 x 16), "
                   f"score {row['score']:.1f} ± {row['score_se']:.1f}", flush=True)
     report = {"benchmark": "fast_locomotion", "checkpoint": str(checkpoint), "value": str(value),
@@ -95,5 +100,55 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
               "original_implementation_decision_ms_reference": 805.0}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    print(f"original config with this code: {report['original_config_decision_ms']} ms; written {out}")
+    if figure:
+        plot_decisions(rows, figure)
+    print(f"original config with this code: {report['original_config_decision_ms']} ms; written {out}"
+          + (f" and {figure}" if figure else ""))
     return report
+
+
+def _label(r: dict) -> str:
+    """A row's solver in words: "dpmpp 3", "ddim 5 warm 0.4", "ddim 3, 1 grad step"."""
+    label = f"{r['sampler']} {r['steps']}"
+    if r.get("warm_level"):
+        label += f" warm {r['warm_level']:g}"
+    if r.get("n_guide_steps") not in (None, 2):
+        label += f", {r['n_guide_steps']} grad step"
+    return label
+
+
+def plot_decisions(rows: list[dict], path: str):
+    """Score against the latency of a 64-candidate decision, one point per solver row, per guide."""
+    from diffuser.viz.plans import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for guide, color in [("value", "tab:blue"), ("none", "tab:gray"), ("cfg", "tab:orange")]:
+        rs = [r for r in rows if r["guide"] == guide]
+        for r in rs:
+            warm = bool(r.get("warm_level"))
+            ax.errorbar(r["decision_ms_1env_64cand"], r["score"], r["score_se"], fmt="o", capsize=2, color=color,
+                        mfc="white" if warm else color, label=None)
+            ax.annotate(_label(r), (r["decision_ms_1env_64cand"], r["score"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+        if rs:
+            ax.plot([], [], "o", color=color, label=f"guide: {guide}")
+    ax.plot([], [], "o", color="black", mfc="white", label="warm start")
+    ax.axvline(100, color="red", lw=0.8, ls="--", label="100 ms target")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per decision (1 env, 64 candidates)")
+    ax.set_ylabel("normalized score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def markdown(report: dict) -> str:
+    """The README's table from a ``results/fast_locomotion.json`` report."""
+    lines = ["| guide | solver | network calls | ms per decision (1 env, 64 candidates) "
+             "| ms per decision (10 envs × 16) | score |", "|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        calls = r.get("network_calls_per_decision", r["steps"])
+        lines.append(f"| {r['guide']} | {_label(r)} | {calls} | {r['decision_ms_1env_64cand']:.1f} "
+                     f"| {r['decision_ms_10env_16cand']:.1f} | {r['score']:.1f} ± {r['score_se']:.1f} |")
+    return "\n".join(lines)

@@ -155,8 +155,11 @@ def _cmd_plan_maze(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "locomotion":
-        from diffuser.benchmark_locomotion import run_locomotion_benchmark
+        from diffuser.benchmark_locomotion import markdown, run_locomotion_benchmark
 
+        if args.table:
+            print(markdown(json.loads(Path(args.table).read_text())))
+            return
         if not args.value:
             raise ValueError("bench locomotion needs --checkpoint (a locomotion diffusion export) and --value")
         run_locomotion_benchmark(args.checkpoint, args.value, out=args.out or "results/fast_locomotion.json",
@@ -352,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--configs", nargs="*", default=None, help="subset of configs to time")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    p.add_argument("--table", help="fast: print the Markdown tables of this results file instead of running")
+    p.add_argument("--table", help="fast, locomotion: print the Markdown tables of this results file instead of running")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("compose", help="composition experiments: toy (2-D product of two models), "

@@ -111,3 +111,20 @@ def test_batched_planning_equals_planning_one_at_a_time(sampler):
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="one per start"):
         planner.plan(starts, goals, seed=[1, 2])
+
+
+def test_locomotion_bench_table_and_figure_name_each_solver_row(tmp_path):
+    from diffuser.benchmark_locomotion import SOLVERS, markdown, plot_decisions
+
+    rows = [{"guide": "value", "sampler": "ddim", "steps": 3, "warm_level": None, "n_guide_steps": 1,
+             "network_calls_per_decision": 3, "decision_ms_1env_64cand": 80.0, "decision_ms_10env_16cand": 120.0,
+             "score": 75.0, "score_se": 2.0},
+            {"guide": "none", "sampler": "dpmpp", "steps": 3, "warm_level": 0.67, "n_guide_steps": None,
+             "network_calls_per_decision": 2, "decision_ms_1env_64cand": 30.0, "decision_ms_10env_16cand": 50.0,
+             "score": 70.0, "score_se": 1.0}]
+    table = markdown({"rows": rows}).splitlines()
+    assert len(table) == 4
+    assert table[2] == "| value | ddim 3, 1 grad step | 3 | 80.0 | 120.0 | 75.0 ± 2.0 |"
+    assert table[3] == "| none | dpmpp 3 warm 0.67 | 2 | 30.0 | 50.0 | 70.0 ± 1.0 |"
+    assert plot_decisions(rows, str(tmp_path / "f.png")).stat().st_size > 0
+    assert len({s[:3] + (s[3] or 2,) for s in SOLVERS}) == len(SOLVERS), "a solver row is listed twice"
