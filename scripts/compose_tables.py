@@ -47,9 +47,10 @@ def prefer(d) -> str:
 def split(d) -> str:
     lines = ["| starts from windows that move | sampled from | plans moving right | up | both | in free cells |",
              "|---|---|---|---|---|---|"]
+    pools = {"both": "right and up"}  # the start pools' keys, as the README names them
     for pool, rows in d["rows_by_starts"].items():
         for name, r in rows.items():
-            lines.append(f"| {pool} | {name} | {pct(r['right'])} | {pct(r['up'])} | {pct(r['both'])} | "
+            lines.append(f"| {pools.get(pool, pool)} | {name.replace(' x ', ' × ')} | {pct(r['right'])} | {pct(r['up'])} | {pct(r['both'])} | "
                          f"{pct(r['in_free_cells'])} |")
     return "\n".join(lines)
 

@@ -10,6 +10,13 @@ window, with only the start inpainted; each plan is checked for moving right, mo
 product right · up should do both more often than either model alone. The windows the starts were taken
 from give the data's own rates. (The main model is no reference here: trained with its goal clamped at
 the last step, it never learned to end a plan by itself.)
+
+A third model, ``all``, learns from windows of every style with the same recipe: the shared base p of
+which each style model is a tilt p·r_i. The plain product p_right · p_up = p² r_right r_up counts the
+base twice; its score at high noise is about −2x/σ², so every denoising step contracts as if the noise
+were half as large. Two products keep one copy of the base: the geometric mean (p_right p_up)^½ and the
+ratio p_right p_up / p_all = p r_right r_up (weights 1, 1, −1: Composable Diffusion's conjunction on an
+unconditional base). Both score sums have total weight 1.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from diffuser.pretrained import build_diffusion, export_state, load_model
 
 DISPLACEMENT = 0.5  # net displacement over a plan (maze units; a cell is 1) that counts as "moving" that way
 STYLES = {"right": 0, "up": 1}  # style: the coordinate that grows
+BASE = "all"  # the model trained on windows of every style
+PLOTTED = ("right alone", "up alone", "right x up", "right x up / all")  # the figure's columns
 
 
 def has_style(xy: np.ndarray, style: str) -> np.ndarray:
@@ -89,26 +98,32 @@ def run_split(checkpoint: str | Path, *, out_dir: str | Path = "runs/compose", s
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     models, info = {}, {"windows_checked": int(len(styles["index"]))}
-    for i, style in enumerate(STYLES):
+    for i, style in enumerate([*STYLES, BASE]):
         run_dir = out_dir / f"umaze_{style}"
+        in_style = np.ones(len(styles["index"]), bool) if style == BASE else styles[style]
         if not (run_dir / "checkpoint" / "model.safetensors").exists():
-            chosen = styles["index"][styles[style]]
+            chosen = styles["index"][in_style]
             chosen = rng.choice(chosen, min(max_windows, len(chosen)), replace=False)
             train_style_model(windows, chosen, style, base, run_dir, train_steps, seed + i)
         models[style] = load_model(run_dir)
         info[style] = {**json.loads((run_dir / "windows.json").read_text()),
                        "train_seconds": models[style].config.get("train_seconds")}
-        info[style]["share_of_windows"] = float(styles[style].mean())
+        info[style]["share_of_windows"] = float(in_style.mean())
     both = styles["index"][styles["right"] & styles["up"]]
     info["share_doing_both"] = float((styles["right"] & styles["up"]).mean())
 
     layout, norm = base.model.layout, base.normalizer
-    experts = {style: models[style].model.expert(normalizer=models[style].normalizer, name=style) for style in STYLES}
+    def expert(style: str, weight: float = 1.0):
+        return models[style].model.expert(weight, normalizer=models[style].normalizer, name=style)
+
     variants = {
-        "right alone": [experts["right"]],
-        "up alone": [experts["up"]],
-        "right x up": [experts["right"], experts["up"]],
-        "right x up + ULA (sigma-scaled)": ([experts["right"], experts["up"]], ULA(1, 0.05, scale="sigma")),
+        "right alone": [expert("right")],
+        "up alone": [expert("up")],
+        "all alone": [expert(BASE)],
+        "right x up": [expert("right"), expert("up")],
+        "right x up + ULA (sigma-scaled)": ([expert("right"), expert("up")], ULA(1, 0.05, scale="sigma")),
+        "(right x up)^1/2": [expert("right", 0.5), expert("up", 0.5)],
+        "right x up / all": [expert("right"), expert("up"), expert(BASE, -1.0)],
     }
     maze = MazeMap.preset("umaze")
     # Starts: the first states (with their velocities) of data windows that move both right and up (both
@@ -139,8 +154,8 @@ def run_split(checkpoint: str | Path, *, out_dir: str | Path = "runs/compose", s
                                     "both": float((right & up).mean()), "in_free_cells": float(free.mean()),
                                     "plans": int(len(xy)), "score_evals": out.score_evals,
                                     "seconds": round(time.time() - t0, 1)}
-            if pool == "both":
-                kept[name] = xy
+            if name in PLOTTED:
+                kept[pool, name] = xy
             print(f"starts {pool:<4} {name:<32} right {100 * r['right']:5.1f} %  up {100 * r['up']:5.1f} %  "
                   f"both {100 * r['both']:5.1f} %  free {100 * r['in_free_cells']:5.1f} %", flush=True)
     entry = {"config": {"base_checkpoint": str(checkpoint), "styles": {s: f"{'xy'[d]}_end - {'xy'[d]}_start > "
@@ -155,21 +170,27 @@ def run_split(checkpoint: str | Path, *, out_dir: str | Path = "runs/compose", s
 
 
 def _plot(maze, kept: dict, path: Path, n: int = 24) -> Path:
+    """One row per start pool, one column per variant in PLOTTED: n plans each, green where they do both."""
     from diffuser.viz.maze import draw_walls
     from diffuser.viz.plans import _plt, _save
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(kept), figsize=(3.0 * len(kept), 3.2), squeeze=False)
+    pools = list(dict.fromkeys(pool for pool, _ in kept))
+    fig, axes = plt.subplots(len(pools), len(PLOTTED), figsize=(2.6 * len(PLOTTED), 2.9 * len(pools)), squeeze=False)
     x0, x1, y0, y1 = maze.bounds()
-    for ax, (name, xy) in zip(axes[0], kept.items()):
-        draw_walls(maze)(ax)
-        both = has_style(xy, "right") & has_style(xy, "up")
-        for k in range(min(n, len(xy))):
-            ax.plot(xy[k, :, 0], xy[k, :, 1], "-", lw=0.9, color="tab:green" if both[k] else "tab:gray", alpha=0.8)
-            ax.plot(xy[k, 0, 0], xy[k, 0, 1], "k.", ms=3)
-        ax.set_xlim(x0, x1), ax.set_ylim(y0, y1), ax.set_aspect("equal")
-        ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title(f"{name}\nboth: {100 * both.mean():.0f} %", fontsize=8)
+    for row, pool in zip(axes, pools):
+        for ax, name in zip(row, PLOTTED):
+            xy = kept[pool, name]
+            draw_walls(maze)(ax)
+            both = has_style(xy, "right") & has_style(xy, "up")
+            free = np.asarray(maze.is_free_xy(xy)).all(-1)
+            for k in range(min(n, len(xy))):
+                ax.plot(xy[k, :, 0], xy[k, :, 1], "-", lw=0.9, color="tab:green" if both[k] else "tab:gray", alpha=0.8)
+                ax.plot(xy[k, 0, 0], xy[k, 0, 1], "k.", ms=3)
+            ax.set_xlim(x0, x1), ax.set_ylim(y0, y1), ax.set_aspect("equal")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{name} (starts: {pool})\nboth {100 * both.mean():.0f} %, free {100 * free.mean():.0f} %",
+                         fontsize=7)
     fig.suptitle(f"plans that move right and up (green; > {DISPLACEMENT} each) from the same starts (dots)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
