@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
@@ -126,6 +127,9 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
             vcfg = load_value(value).config
             training["value"] = {"checkpoint": str(value), "steps": vcfg.get("step"),
                                  "minutes": round(vcfg.get("train_seconds", 0) / 60, 2)}
+    for key, path in (("diffusion", checkpoint), ("value", value)):
+        if key in training:
+            training[key]["weights"] = weights_fingerprint(path)
     loaded_model = load_model(checkpoint, device, dataset=dataset_id)
     loaded_value = load_value(value, device) if value else None
 
@@ -189,6 +193,19 @@ def trace_segments(trace: dict, horizon: int) -> list[dict]:
     return [s for s in segments if len(s["executed"]) > 1]
 
 
+def weights_fingerprint(checkpoint: str | Path) -> str:
+    """A short hash of a checkpoint's weights: which models a result row was made with."""
+    digest = hashlib.sha256()
+    for f in sorted(Path(checkpoint).glob("*.safetensors")):
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _models_of(training: dict | None) -> tuple:
+    training = training or {}
+    return tuple(training.get(k, {}).get("weights") for k in ("diffusion", "value"))
+
+
 def record_locomotion(report: dict, path: str | Path) -> None:
     """Merge this run's rows into ``results/locomotion.json``: one row per env × dataset × guide."""
     path = Path(path)
@@ -197,6 +214,8 @@ def record_locomotion(report: dict, path: str | Path) -> None:
         "behaviour policy returns); written by `diffuser plan locomotion --record`."), "rows": {}}
     key = f"{report['env']}-{report['level']}"
     row = table["rows"].setdefault(key, {})
+    if _models_of(row.get("training")) != _models_of(report["training"]):  # other models: old guides' rows go
+        row.clear()
     row["dataset"], row["dataset_average"] = report["dataset"], report["dataset_average"]
     row["reference_scores"], row["training"] = report["reference_scores"], report["training"]
     for guide, r in report["results"].items():
