@@ -33,7 +33,8 @@ from diffuser.utils import atomic_path, git_commit
 # shifted by one step and runs round(level · steps) of the sampler's steps; None keeps the planner's
 # default of 2 gradient steps (Diffuser's). Rows with 1 gradient step are value-guided only.
 SOLVERS = [("ddpm", None, None, None), ("ddim", 5, None, None), ("ddim", 3, None, None), ("dpmpp", 3, None, None),
-           ("ddim", 3, None, 1), ("dpmpp", 3, None, 1), ("ddim", 5, 0.4, None), ("dpmpp", 3, 0.67, None)]
+           ("ddim", 3, None, 1), ("dpmpp", 3, None, 1), ("ddim", 5, 0.4, None), ("dpmpp", 3, 0.67, None),
+           ("dpmpp", 3, 0.67, 1)]
 
 
 def _original_config_ms(repeats: int) -> float:

@@ -15,20 +15,28 @@ def _cell(r: dict | None) -> str:
     if r is None:
         return "-"
     seeds = len(r.get("seeds", []))
-    return f"{r['score']:.1f} ± {r['score_se']:.1f} ({r['episodes']} ep, {seeds} seeds)"
+    return f"{r['score']:.1f} ± {r['score_se']:.1f} ({r['episodes']} ep, {seeds} seed{'s' * (seeds != 1)})"
+
+
+def _planner(row: dict) -> str:
+    """The solver every guide of the row used (they share it): e.g. DDIM 5, or DPM-Solver++ 3 warm 0.67."""
+    p = next(row[g]["planner"] for g, _ in GUIDES if g in row)
+    name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
+    steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
+    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
 
 
 def main(path: str = "results/locomotion.json") -> None:
     rows = json.load(open(path))["rows"]
     print("| dataset | behaviour policy (dataset average) | " + " | ".join(name for _, name in GUIDES)
-          + " | training (CPU) |")
-    print("|---|---|" + "---|" * len(GUIDES) + "---|")
+          + " | planner | training (CPU) |")
+    print("|---|---|" + "---|" * len(GUIDES) + "---|---|")
     for key, row in rows.items():
         t = row["training"]
         train = f"{t['diffusion']['steps']:,} + {t.get('value', {}).get('steps', 0):,} steps, " \
                 f"{t['diffusion']['minutes'] + t.get('value', {}).get('minutes', 0):.0f} min"
         print(f"| {key} | {row['dataset_average']['score']:.1f} | "
-              + " | ".join(_cell(row.get(g)) for g, _ in GUIDES) + f" | {train} |")
+              + " | ".join(_cell(row.get(g)) for g, _ in GUIDES) + f" | {_planner(row)} | {train} |")
 
 
 if __name__ == "__main__":
