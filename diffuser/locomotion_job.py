@@ -195,8 +195,13 @@ def trace_segments(trace: dict, horizon: int) -> list[dict]:
 
 def weights_fingerprint(checkpoint: str | Path) -> str:
     """A short hash of a checkpoint's weights: which models a result row was made with."""
+    path = Path(checkpoint)
+    path = path / "checkpoint" if (path / "checkpoint").is_dir() else path  # a run directory, as load_model takes
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {path}: pass an export or a run directory")
     digest = hashlib.sha256()
-    for f in sorted(Path(checkpoint).glob("*.safetensors")):
+    for f in files:
         digest.update(f.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from diffuser.locomotion_job import record_locomotion, weights_fingerprint
 
 
@@ -29,3 +31,8 @@ def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     first = weights_fingerprint(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"two")
     assert weights_fingerprint(tmp_path) != first and len(first) == 12
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoint" / "model.safetensors").write_bytes(b"two")
+    assert weights_fingerprint(tmp_path / "run") == weights_fingerprint(tmp_path)  # a run dir: its checkpoint/
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        weights_fingerprint(tmp_path / "run" / "nothing")
