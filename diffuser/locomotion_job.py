@@ -195,8 +195,9 @@ def trace_segments(trace: dict, horizon: int) -> list[dict]:
 
 def weights_fingerprint(checkpoint: str | Path) -> str:
     """A short hash of a checkpoint's weights: which models a result row was made with."""
-    path = Path(checkpoint)
-    path = path / "checkpoint" if (path / "checkpoint").is_dir() else path  # a run directory, as load_model takes
+    from diffuser.pretrained import export_dir
+
+    path = export_dir(checkpoint)
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors in {path}: pass an export or a run directory")

@@ -152,11 +152,17 @@ def _export_tensors(network: torch.nn.Module, normalizer: TrajectoryNormalizer) 
     return tensors
 
 
-def _read_export(path, device, kind: str, what_else: str) -> tuple[Path, dict[str, torch.Tensor], dict]:
-    """(export dir, tensors, config) of an export dir or a run dir holding ``checkpoint/``, refusing other kinds."""
+def export_dir(path: str | Path) -> Path:
+    """The export directory of ``path``: itself, or the ``checkpoint/`` of a run directory."""
     path = Path(path)
     if (path / "checkpoint").is_dir() and not (path / "model.safetensors").exists():
-        path = path / "checkpoint"
+        return path / "checkpoint"
+    return path
+
+
+def _read_export(path, device, kind: str, what_else: str) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """(export dir, tensors, config) of an export dir or a run dir holding ``checkpoint/``, refusing other kinds."""
+    path = export_dir(path)
     tensors, config = load_export(path, device=device)
     if config.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {config.get('kind')!r} checkpoint, {what_else}")

@@ -14,14 +14,18 @@ def _report(training: dict, guides: dict) -> dict:
             "results": {g: {"score": s, "score_se": 1.0, "episodes": 10} for g, s in guides.items()}}
 
 
+def _training(weights: str) -> dict:
+    return {"diffusion": {"checkpoint": "runs/x", "weights": weights}, "value": {"weights": "vvv"}}
+
+
 def test_record_keeps_other_guides_of_the_same_models_and_drops_those_of_other_models(tmp_path):
     path = tmp_path / "locomotion.json"
-    record_locomotion(_report({"diffusion": {"checkpoint": "runs/x", "weights": "aaa"}, "value": {"weights": "vvv"}}, {"value": 60.0, "none": 40.0}), path)
-    record_locomotion(_report({"diffusion": {"checkpoint": "runs/x", "weights": "aaa"}, "value": {"weights": "vvv"}}, {"value": 70.0}), path)
+    record_locomotion(_report(_training("aaa"), {"value": 60.0, "none": 40.0}), path)
+    record_locomotion(_report(_training("aaa"), {"value": 70.0}), path)
     row = json.loads(path.read_text())["rows"]["hopper-medium"]
     assert row["value"]["score"] == 70.0 and row["none"]["score"] == 40.0  # same models: merged
 
-    record_locomotion(_report({"diffusion": {"checkpoint": "runs/x", "weights": "bbb"}, "value": {"weights": "vvv"}}, {"cfg": 80.0}), path)
+    record_locomotion(_report(_training("bbb"), {"cfg": 80.0}), path)
     row = json.loads(path.read_text())["rows"]["hopper-medium"]
     assert row["cfg"]["score"] == 80.0 and "value" not in row and "none" not in row  # new models: a fresh row
 
