@@ -37,6 +37,27 @@ SOLVERS = [("ddpm", None, None, None), ("ddim", 5, None, None), ("ddim", 3, None
            ("dpmpp", 3, 0.67, 1)]
 
 
+def solver_key(sampler: str, steps: int | None, warm_level: float | None, guide_steps: int | None) -> str:
+    """A solver row's name on the command line (``--configs``): "ddpm", "ddim5", "dpmpp3-warm0.67-grad1"."""
+    key = f"{sampler}{steps or ''}"
+    if warm_level is not None:
+        key += f"-warm{warm_level:g}"
+    if guide_steps is not None:
+        key += f"-grad{guide_steps}"
+    return key
+
+
+def select_solvers(keys: Sequence[str] | None) -> list[tuple]:
+    """The rows of SOLVERS named by ``keys`` (all of them for None), in SOLVERS' order."""
+    if not keys:
+        return list(SOLVERS)
+    known = {solver_key(*s): s for s in SOLVERS}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise ValueError(f"unknown solver row(s) {unknown} for bench locomotion; choose from {sorted(known)}")
+    return [s for s in SOLVERS if solver_key(*s) in keys]
+
+
 def _original_config_ms(repeats: int) -> float:
     """One 64-sample value-guided decision at the original Hopper config (untrained weights)."""
     torch.manual_seed(0)
@@ -52,7 +73,8 @@ def _original_config_ms(repeats: int) -> float:
 def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fast_locomotion.json",
                              guides: Sequence[str] = ("value", "none"), seeds: Sequence[int] = (0,),
                              episodes: int = 10, repeats: int = 10, scale: float = 1.0,
-                             figure: str | None = "assets/fast_locomotion.png") -> dict:
+                             figure: str | None = "assets/fast_locomotion.png",
+                             solvers: Sequence[str] | None = None) -> dict:
     from diffuser.data.minari_io import dataset_info
 
     commit = git_commit()
@@ -63,9 +85,10 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
     S = model.model.layout.observation_dim
     rng = np.random.default_rng(0)
     obs1, obs10 = rng.normal(0, 0.1, (1, S)).astype(np.float32), rng.normal(0, 0.1, (10, S)).astype(np.float32)
+    chosen = select_solvers(solvers)  # before the slow part: a typo fails at once
     rows = []
     for guide in guides:
-        for name, steps, warm_level, guide_steps in SOLVERS:
+        for name, steps, warm_level, guide_steps in chosen:
             if guide_steps is not None and guide != "value":
                 continue  # gradient steps change nothing without the value guide
             config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64,
@@ -95,6 +118,7 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
                   f"score {row['score']:.1f} ± {row['score_se']:.1f}", flush=True)
     report = {"benchmark": "fast_locomotion", "checkpoint": str(checkpoint), "value": str(value),
               "dataset": model.config["dataset"], "git_commit": commit, "torch_threads": torch.get_num_threads(),
+              "value_parameters": sum(p.numel() for p in val.value.parameters()),
               "seeds": list(seeds), "episodes_per_seed": episodes, "repeats": repeats, "scale": scale, "rows": rows,
               "original_config_decision_ms": round(_original_config_ms(max(3, repeats // 2)), 1),
               "original_config": "H 32, T 20, width 32, (1, 2, 4, 8), 64 samples, DDPM 20, value guide (2 steps)",

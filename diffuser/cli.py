@@ -162,8 +162,10 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             return
         if not args.value:
             raise ValueError("bench locomotion needs --checkpoint (a locomotion diffusion export) and --value")
-        run_locomotion_benchmark(args.checkpoint, args.value, out=args.out or "results/fast_locomotion.json",
-                                 repeats=args.repeats)
+        out = Path(args.out or "results/fast_locomotion.json")
+        # The figure follows the results file, so a subset run never overwrites the README's figure.
+        run_locomotion_benchmark(args.checkpoint, args.value, out=str(out), repeats=args.repeats,
+                                 figure=f"assets/{out.stem}.png", solvers=args.configs)
         return
     if args.suite == "fast":
         from diffuser.benchmark_fast import run_fast_benchmark
@@ -351,9 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", nargs="?", default="speed", choices=["speed", "fast", "locomotion"])
     p.add_argument("--value", help="locomotion: the value function of --checkpoint")
     p.add_argument("--checkpoint", default="assets/checkpoints/maze_umaze", help="fast: the maze model to evaluate")
-    p.add_argument("--out", help="default results/bench.json (speed) or results/fast.json (fast)")
+    p.add_argument("--out", help="default results/bench.json (speed), results/fast.json (fast) or "
+                                 "results/fast_locomotion.json (locomotion; its figure: assets/<name>.png)")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--configs", nargs="*", default=None, help="subset of configs to time")
+    p.add_argument("--configs", nargs="*", default=None,
+                   help="speed: subset of configs to time; locomotion: subset of solver rows, e.g. ddim5 "
+                        "dpmpp3-warm0.67-grad1")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--table", help="fast, locomotion: print the Markdown tables of this results file instead of running")
     p.set_defaults(func=_cmd_bench)

@@ -132,6 +132,7 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
             training[key]["weights"] = weights_fingerprint(path)
     loaded_model = load_model(checkpoint, device, dataset=dataset_id)
     loaded_value = load_value(value, device) if value else None
+    training["diffusion"]["horizon"] = loaded_model.model.horizon  # the plans' length, part of the recipe
 
     base = plan_config or LocomotionPlanConfig()
     results, figures_written = {}, []

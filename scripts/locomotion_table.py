@@ -23,7 +23,10 @@ def _planner(row: dict) -> str:
     p = next(row[g]["planner"] for g, _ in GUIDES if g in row)
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
-    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
+    # Rows recorded before the horizon was stored all used the fast config's H 32 (no override in their commands).
+    horizon = row["training"]["diffusion"].get("horizon", 32)
+    return (name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
+            + (f", H {horizon}" if horizon != 32 else ""))
 
 
 def main(path: str = "results/locomotion.json") -> None:

@@ -128,3 +128,15 @@ def test_locomotion_bench_table_and_figure_name_each_solver_row(tmp_path):
     assert table[3] == "| none | dpmpp 3 warm 0.67 | 2 | 30.0 | 50.0 | 70.0 ± 1.0 |"
     assert plot_decisions(rows, str(tmp_path / "f.png")).stat().st_size > 0
     assert len({s[:3] + (s[3] or 2,) for s in SOLVERS}) == len(SOLVERS), "a solver row is listed twice"
+
+
+def test_locomotion_bench_solver_subset_by_name():
+    from diffuser.benchmark_locomotion import SOLVERS, select_solvers, solver_key
+
+    assert len({solver_key(*s) for s in SOLVERS}) == len(SOLVERS), "two solver rows share a name"
+    assert solver_key("dpmpp", 3, 0.67, 1) == "dpmpp3-warm0.67-grad1" and solver_key("ddpm", None, None, None) == "ddpm"
+    assert select_solvers(None) == SOLVERS
+    picked = select_solvers(["dpmpp3-warm0.67-grad1", "ddim5"])  # SOLVERS' order, not the caller's
+    assert picked == [("ddim", 5, None, None), ("dpmpp", 3, 0.67, 1)]
+    with pytest.raises(ValueError, match="unknown solver row.*ddim7.*choose from"):
+        select_solvers(["ddim7"])

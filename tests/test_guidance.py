@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,8 @@ from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
 from diffuser.pretrained import (build_diffusion, build_value, export_state, export_value_state, load_model,
                                  load_value)
 from diffuser.training.checkpoint import save_export
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LAYOUT = TrajectoryLayout(observation_dim=3, action_dim=2)
 SMALL_UNET = UNetConfig(dim=8, dim_mults=(1, 2))
@@ -264,10 +268,11 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
           "--candidates", "2", "--sampler-steps", "2", "--warm-level", "0.5", "--max-episode-steps", "6", "--out", str(out), "--no-figures",
           "--record", str(tmp_path / "table.json"),
           "trainer.steps=3", "trainer.batch_size=8", "trainer.val_every=0", "trainer.save_every=0",
-          "trainer.ema_start=0", "model.dim=8", "value:trainer.steps=3", "value:trainer.batch_size=8",
+          "trainer.ema_start=0", "model.dim=8", "data.horizon=8", "value:trainer.steps=3", "value:trainer.batch_size=8",
           "value:trainer.val_every=0", "value:trainer.save_every=0", "value:value.dim=16", "value:trainer.ema_start=0"])
     report = json.loads((out / "locomotion.json").read_text())
     assert set(report["results"]) == {"value", "cfg", "none"}
+    assert report["training"]["diffusion"]["horizon"] == 8  # the override reached the model and the record
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
         assert r["planner"]["warm_level"] == 0.5
@@ -276,3 +281,7 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     assert report["dataset_average"]["episodes"] > 0
     table = json.loads((tmp_path / "table.json").read_text())
     assert set(table["rows"]["hopper-medium"]) >= {"value", "cfg", "none", "dataset_average"}
+    spec = importlib.util.spec_from_file_location("locomotion_table", ROOT / "scripts" / "locomotion_table.py")
+    table_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_script)
+    assert table_script._planner(table["rows"]["hopper-medium"]) == "DDIM 2 warm 0.5, H 8"
