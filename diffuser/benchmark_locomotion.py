@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -73,10 +74,12 @@ def _original_config_ms(repeats: int) -> float:
 def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fast_locomotion.json",
                              guides: Sequence[str] = ("value", "none"), seeds: Sequence[int] = (0,),
                              episodes: int = 10, repeats: int = 10, scale: float = 1.0,
-                             figure: str | None = "assets/fast_locomotion.png",
-                             solvers: Sequence[str] | None = None) -> dict:
+                             figure: bool = True, solvers: Sequence[str] | None = None) -> dict:
+    """Run the solver rows (``solvers``: names from :func:`solver_key`, default all) and write ``out``;
+    with ``figure`` also ``assets/<out's stem>.png``, so a run into another file keeps the README's figure."""
     from diffuser.data.minari_io import dataset_info
 
+    chosen = select_solvers(solvers)  # first: a typo fails before anything loads
     commit = git_commit()
     model, val = load_model(checkpoint), load_value(value)
     info = dataset_info(model.config["dataset"])
@@ -85,7 +88,6 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
     S = model.model.layout.observation_dim
     rng = np.random.default_rng(0)
     obs1, obs10 = rng.normal(0, 0.1, (1, S)).astype(np.float32), rng.normal(0, 0.1, (10, S)).astype(np.float32)
-    chosen = select_solvers(solvers)  # before the slow part: a typo fails at once
     rows = []
     for guide in guides:
         for name, steps, warm_level, guide_steps in chosen:
@@ -125,10 +127,11 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
               "original_implementation_decision_ms_reference": 805.0}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    if figure:
-        plot_decisions(rows, figure, report["original_config_decision_ms"])
+    figure_path = f"assets/{Path(out).stem}.png" if figure else None
+    if figure_path:
+        plot_decisions(rows, figure_path, report["original_config_decision_ms"])
     print(f"original config with this code: {report['original_config_decision_ms']} ms; written {out}"
-          + (f" and {figure}" if figure else ""))
+          + (f" and {figure_path}" if figure_path else ""))
     return report
 
 

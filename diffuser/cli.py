@@ -162,10 +162,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             return
         if not args.value:
             raise ValueError("bench locomotion needs --checkpoint (a locomotion diffusion export) and --value")
-        out = Path(args.out or "results/fast_locomotion.json")
-        # The figure follows the results file, so a subset run never overwrites the README's figure.
-        run_locomotion_benchmark(args.checkpoint, args.value, out=str(out), repeats=args.repeats,
-                                 figure=f"assets/{out.stem}.png", solvers=args.configs)
+        run_locomotion_benchmark(args.checkpoint, args.value, out=args.out or "results/fast_locomotion.json",
+                                 repeats=args.repeats, solvers=args.configs)
         return
     if args.suite == "fast":
         from diffuser.benchmark_fast import run_fast_benchmark
