@@ -35,7 +35,7 @@ from diffuser.utils import atomic_path, git_commit
 # default of 2 gradient steps (Diffuser's). Rows with 1 gradient step are value-guided only.
 SOLVERS = [("ddpm", None, None, None), ("ddim", 5, None, None), ("ddim", 3, None, None), ("dpmpp", 3, None, None),
            ("ddim", 3, None, 1), ("dpmpp", 3, None, 1), ("ddim", 5, 0.4, None), ("dpmpp", 3, 0.67, None),
-           ("dpmpp", 3, 0.67, 1)]
+           ("dpmpp", 3, 0.67, 1), ("ddim", 3, 0.34, 1)]
 
 
 def solver_key(sampler: str, steps: int | None, warm_level: float | None, guide_steps: int | None) -> str:
