@@ -216,13 +216,20 @@ def _cmd_compose(args: argparse.Namespace) -> None:
     print(f"{key} written to {path}")
 
 
+def _locomotion_sampler_steps(sampler: str, steps: int | None) -> int | None:
+    """--sampler-steps as the planner takes it: 5 for the few-step samplers unless given, and none for
+    ddpm (which visits every training step; given steps are passed on to raise its error)."""
+    return 5 if steps is None and sampler != "ddpm" else steps
+
+
 def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
     from diffuser.locomotion_job import run_locomotion_job
     from diffuser.planning.locomotion import LocomotionPlanConfig
 
     config = LocomotionPlanConfig(scale=args.scale, n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad,
                                   cfg_weight=args.cfg_weight, target_return=args.target_return,
-                                  candidates=args.candidates, sampler=args.sampler, sampler_steps=args.sampler_steps,
+                                  candidates=args.candidates, sampler=args.sampler,
+                                  sampler_steps=_locomotion_sampler_steps(args.sampler, args.sampler_steps),
                                   execute=args.execute, select=args.select, warm_level=args.warm_level)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]
@@ -316,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "training windows' returns), max, q90, or a number")
     p.add_argument("--candidates", type=int, default=16, help="plans per decision (ranked by the value function)")
     p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp"])
-    p.add_argument("--sampler-steps", type=int, default=5, help="network calls per plan for ddim / dpmpp")
+    p.add_argument("--sampler-steps", type=int, help="network calls per plan for ddim / dpmpp (default 5; ddpm "
+                                                     "always takes every training step)")
     p.add_argument("--execute", type=int, default=1, help="actions executed per plan before replanning")
     p.add_argument("--warm-level", type=float, help="replans start from the previous plan shifted by --execute, "
                                                     "noised to this share of the sampler's steps (0-1; default cold)")

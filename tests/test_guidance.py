@@ -285,3 +285,14 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
     assert table_script._planner(table["rows"]["hopper-medium"]) == "DDIM 2 warm 0.5, H 8"
+
+
+def test_plan_locomotion_sampler_steps_default_per_sampler():
+    """`--sampler ddpm` alone must work (it takes every step); the few-step samplers default to 5."""
+    from diffuser.cli import _locomotion_sampler_steps
+    from diffuser.diffusion.samplers import DDPM, make_sampler
+
+    assert isinstance(make_sampler("ddpm", _locomotion_sampler_steps("ddpm", None)), DDPM)
+    assert _locomotion_sampler_steps("ddim", None) == 5 and _locomotion_sampler_steps("dpmpp", 3) == 3
+    with pytest.raises(ValueError, match="ddpm visits every training step"):
+        make_sampler("ddpm", _locomotion_sampler_steps("ddpm", 5))
