@@ -58,6 +58,11 @@ def main(argv=None) -> None:
     model, value = load_model(args.checkpoint, dataset=dataset), load_value(args.value)
     if args.guide == "cfg":
         return cfg_sweep(args, env, env_id, dataset, refs, model, value)
+    out = Path(args.out or f"results/guide_sweep_{env}-{args.level}.json")
+    figure = Path(args.figure or f"assets/guide_sweep_{env}-{args.level}.png")
+    from diffuser.locomotion_job import dataset_average
+
+    behaviour = dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
     rows = []
     for tsg in args.t_stopgrad:
         for scale in args.scales:
@@ -71,22 +76,24 @@ def main(argv=None) -> None:
                          ("score", "score_se", "return", "length", "fell", "episodes", "seed_scores", "plan_seconds")}})
             print(f"scale {scale:g}, t_stopgrad {tsg}: score {summary['score']:.1f} ± {summary['score_se']:.1f}",
                   flush=True)
-    unguided = [r for r in rows if r["scale"] == 0]
-    for r in unguided:  # draw the unguided point on every t_stopgrad's line
-        rows += [{**r, "t_stopgrad": t} for t in args.t_stopgrad if t != r["t_stopgrad"]]
-    out = Path(args.out or f"results/guide_sweep_{env}-{args.level}.json")
-    figure = Path(args.figure or f"assets/guide_sweep_{env}-{args.level}.png")
-    from diffuser.locomotion_job import dataset_average
+            # Written after every cell: a long sweep cut short keeps the cells it finished ("complete": false).
+            _write_sweep(rows, args, env, dataset, behaviour, out, figure, complete=False)
+    _write_sweep(rows, args, env, dataset, behaviour, out, figure, complete=True)
+    print(f"wrote {out} and {figure}")
 
-    behaviour = dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
-    plot_guide_sweep(rows, figure, baseline=behaviour["score"],
+
+def _write_sweep(rows, args, env, dataset, behaviour, out: Path, figure: Path, complete: bool) -> None:
+    """The sweep's report and figure for the cells measured so far."""
+    unguided = [r for r in rows if r["scale"] == 0]
+    # The unguided point is drawn on every t_stopgrad's line (measured once: t_stopgrad changes nothing there).
+    drawn = rows + [{**r, "t_stopgrad": t} for r in unguided for t in args.t_stopgrad if t != r["t_stopgrad"]]
+    plot_guide_sweep(drawn, figure, baseline=behaviour["score"],
                      title=f"{env}-{args.level}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
     report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "value": args.value,
               "args": vars(args), "git_commit": git_commit(), "command": "python " + " ".join(sys.argv),
-              "behaviour": behaviour, "rows": rows, "figure": str(figure)}
+              "complete": complete, "behaviour": behaviour, "rows": drawn, "figure": str(figure)}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out} and {figure}")
 
 
 def _evaluate(planner, args, env, env_id, refs) -> dict:
