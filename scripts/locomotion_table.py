@@ -18,15 +18,28 @@ def _cell(r: dict | None) -> str:
     return f"{r['score']:.1f} ± {r['score_se']:.1f} ({r['episodes']} ep, {seeds} seed{'s' * (seeds != 1)})"
 
 
-def _planner(row: dict) -> str:
-    """The solver every guide of the row used (they share it): e.g. DDIM 5, or DPM-Solver++ 3 warm 0.67."""
-    p = next(row[g]["planner"] for g, _ in GUIDES if g in row)
+def _solver(p: dict) -> str:
+    """One guide's planner in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67, scale 0.1"."""
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
+    scale = f", scale {p['scale']:g}" if p.get("guide") == "value" and p.get("scale", 1.0) != 1.0 else ""
+    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + scale
+
+
+def _planner(row: dict) -> str:
+    """The row's solver: one description when every guide used it (e.g. DDIM 5), else one per guide."""
+    described = {g: _solver(row[g]["planner"]) for g, _ in GUIDES if g in row}
+    names = dict(GUIDES)
+    if len(set(described.values())) == 1:
+        text = next(iter(described.values()))
+    else:
+        groups: dict[str, list[str]] = {}
+        for g, d in described.items():
+            groups.setdefault(d, []).append(names[g])
+        text = "; ".join(f"{', '.join(gs)}: {d}" for d, gs in groups.items())
     # Rows recorded before the horizon was stored all used the fast config's H 32 (no override in their commands).
     horizon = row["training"]["diffusion"].get("horizon", 32)
-    return (name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
-            + (f", H {horizon}" if horizon != 32 else ""))
+    return text + (f", H {horizon}" if horizon != 32 else "")
 
 
 def main(path: str = "results/locomotion.json") -> None:

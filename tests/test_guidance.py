@@ -284,7 +284,12 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("locomotion_table", ROOT / "scripts" / "locomotion_table.py")
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
-    assert table_script._planner(table["rows"]["hopper-medium"]) == "DDIM 2 warm 0.5, H 8"
+    row = table["rows"]["hopper-medium"]
+    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8"
+    # Guides recorded with different planners (a value row re-run at another scale) are named apart.
+    rescaled = {**row, "value": {**row["value"], "planner": {**row["value"]["planner"], "scale": 0.1}}}
+    assert table_script._planner(rescaled) == ("value guidance: DDIM 2 warm 0.5, scale 0.1; "
+                                               "classifier-free, unguided: DDIM 2 warm 0.5, H 8")
 
 
 def test_plan_locomotion_sampler_steps_default_per_sampler():
