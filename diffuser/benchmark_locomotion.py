@@ -127,11 +127,12 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
               "original_implementation_decision_ms_reference": 805.0}
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    figure_path = f"assets/{Path(out).stem}.png" if figure else None
-    if figure_path:
+    written = str(out)
+    if figure:
+        figure_path = f"assets/{Path(out).stem}.png"
         plot_decisions(rows, figure_path, report["original_config_decision_ms"])
-    print(f"original config with this code: {report['original_config_decision_ms']} ms; written {out}"
-          + (f" and {figure_path}" if figure_path else ""))
+        written += f" and {figure_path}"
+    print(f"original config with this code: {report['original_config_decision_ms']} ms; written {written}")
     return report
 
 

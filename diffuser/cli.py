@@ -216,20 +216,14 @@ def _cmd_compose(args: argparse.Namespace) -> None:
     print(f"{key} written to {path}")
 
 
-def _locomotion_sampler_steps(sampler: str, steps: int | None) -> int | None:
-    """--sampler-steps as the planner takes it: 5 for the few-step samplers unless given, and none for
-    ddpm (which visits every training step; given steps are passed on to raise its error)."""
-    return 5 if steps is None and sampler != "ddpm" else steps
-
-
 def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
     from diffuser.locomotion_job import run_locomotion_job
-    from diffuser.planning.locomotion import LocomotionPlanConfig
+    from diffuser.planning.locomotion import LocomotionPlanConfig, sampler_steps_or_default
 
     config = LocomotionPlanConfig(scale=args.scale, n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad,
                                   cfg_weight=args.cfg_weight, target_return=args.target_return,
                                   candidates=args.candidates, sampler=args.sampler,
-                                  sampler_steps=_locomotion_sampler_steps(args.sampler, args.sampler_steps),
+                                  sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
                                   execute=args.execute, select=args.select, warm_level=args.warm_level)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]

@@ -24,7 +24,7 @@ from diffuser.collect.locomotion import default_dataset_id
 from diffuser.data.minari_io import dataset_info
 from diffuser.envs.registry import D4RL_REF_SCORES
 from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes
-from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
+from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner, sampler_steps_or_default
 from diffuser.pretrained import load_model, load_value
 from diffuser.utils import atomic_path, git_commit
 from diffuser.viz.values import plot_guide_sweep
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--candidates", type=int, default=16)
     p.add_argument("--sampler", default="ddim")
-    p.add_argument("--sampler-steps", type=int, default=5)
+    p.add_argument("--sampler-steps", type=int, help="default 5 for ddim / dpmpp; ddpm takes every step")
     p.add_argument("--guide", default="value", choices=["value", "cfg"])
     p.add_argument("--targets", nargs="+", default=["z0", "z0.5", "max"], help="cfg: target returns")
     p.add_argument("--weights", nargs="+", type=float, default=[1.5], help="cfg: guidance weights")
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
                 continue  # without guidance t_stopgrad changes nothing
             config = LocomotionPlanConfig(guide="value", scale=scale, t_stopgrad=tsg, n_guide_steps=args.n_guide_steps,
                                           candidates=args.candidates, sampler=args.sampler,
-                                          sampler_steps=args.sampler_steps)
+                                          sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps))
             summary = _evaluate(LocomotionPlanner(model, value, config), args, env, env_id, refs)
             rows.append({"scale": scale, "t_stopgrad": tsg, **{k: summary[k] for k in
                          ("score", "score_se", "return", "length", "fell", "episodes", "seed_scores", "plan_seconds")}})
@@ -110,7 +110,7 @@ def cfg_sweep(args, env, env_id, dataset, refs, model, value) -> None:
         for target in args.targets:
             config = LocomotionPlanConfig(guide="cfg", cfg_weight=weight, target_return=target, select="first",
                                           candidates=args.candidates, sampler=args.sampler,
-                                          sampler_steps=args.sampler_steps)
+                                          sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps))
             planner = LocomotionPlanner(model, value, config)
             summary = _evaluate(planner, args, env, env_id, refs)
             rows.append({"target_return": target, "target_return_value": planner.target_return(), "cfg_weight": weight,

@@ -28,15 +28,11 @@ def _solver(p: dict) -> str:
 
 def _planner(row: dict) -> str:
     """The row's solver: one description when every guide used it (e.g. DDIM 5), else one per guide."""
-    described = {g: _solver(row[g]["planner"]) for g, _ in GUIDES if g in row}
-    names = dict(GUIDES)
-    if len(set(described.values())) == 1:
-        text = next(iter(described.values()))
-    else:
-        groups: dict[str, list[str]] = {}
-        for g, d in described.items():
-            groups.setdefault(d, []).append(names[g])
-        text = "; ".join(f"{', '.join(gs)}: {d}" for d, gs in groups.items())
+    groups: dict[str, list[str]] = {}  # solver -> the guides that used it
+    for g, name in GUIDES:
+        if g in row:
+            groups.setdefault(_solver(row[g]["planner"]), []).append(name)
+    text = next(iter(groups)) if len(groups) == 1 else "; ".join(f"{', '.join(gs)}: {d}" for d, gs in groups.items())
     # Rows recorded before the horizon was stored all used the fast config's H 32 (no override in their commands).
     horizon = row["training"]["diffusion"].get("horizon", 32)
     return text + (f", H {horizon}" if horizon != 32 else "")

@@ -294,7 +294,7 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
 
 def test_plan_locomotion_sampler_steps_default_per_sampler():
     """`--sampler ddpm` alone must work (it takes every step); the few-step samplers default to 5."""
-    from diffuser.cli import _locomotion_sampler_steps
+    from diffuser.planning.locomotion import sampler_steps_or_default as _locomotion_sampler_steps
     from diffuser.diffusion.samplers import DDPM, make_sampler
 
     assert isinstance(make_sampler("ddpm", _locomotion_sampler_steps("ddpm", None)), DDPM)

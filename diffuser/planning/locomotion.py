@@ -27,7 +27,7 @@ from diffuser.diffusion.samplers import make_sampler
 from diffuser.planning.planner import Planner, shift_plans
 from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 
-__all__ = ["GUIDES", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches"]
+__all__ = ["GUIDES", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
 
 GUIDES = ("value", "cfg", "none")
 
@@ -72,6 +72,12 @@ class LocomotionPlans:
     states: np.ndarray  # (N, H, S) raw planned states of the chosen plans
     values: np.ndarray | None  # (N,) predicted return of the chosen plans (with a value model)
     trajectories: torch.Tensor  # (N, H, A+S) the chosen plans as sampled (normalised): the next warm starts
+
+
+def sampler_steps_or_default(sampler: str, steps: int | None) -> int | None:
+    """A command line's sampler steps as the planner takes them: 5 for the few-step samplers unless given,
+    none for ddpm (which visits every training step; given steps are passed on to raise its error)."""
+    return 5 if steps is None and sampler != "ddpm" else steps
 
 
 def check_value_matches(model: LoadedModel, value: LoadedValue) -> None:
