@@ -74,8 +74,10 @@ def _original_config_ms(repeats: int) -> float:
 def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fast_locomotion.json",
                              guides: Sequence[str] = ("value", "none"), seeds: Sequence[int] = (0,),
                              episodes: int = 10, repeats: int = 10, scale: float = 1.0,
-                             figure: bool = True, solvers: Sequence[str] | None = None) -> dict:
+                             figure: bool = True, solvers: Sequence[str] | None = None,
+                             select: str = "auto") -> dict:
     """Run the solver rows (``solvers``: names from :func:`solver_key`, default all) and write ``out``;
+    ``select`` chooses the value-guided rows' candidate (see LocomotionPlanConfig; other guides take "auto");
     with ``figure`` also ``assets/<out's stem>.png``, so a run into another file keeps the README's figure."""
     from diffuser.data.minari_io import dataset_info
 
@@ -94,7 +96,8 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
             if guide_steps is not None and guide != "value":
                 continue  # gradient steps change nothing without the value guide
             config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64,
-                                          warm_level=warm_level, n_guide_steps=guide_steps or 2)
+                                          warm_level=warm_level, n_guide_steps=guide_steps or 2,
+                                          select=select if guide == "value" else "auto")
             planner = LocomotionPlanner(model, val, config)
             batched = LocomotionPlanner(model, val, LocomotionPlanConfig(**{**config.__dict__, "candidates": 16}))
             # A warm decision starts from the previous decision's plan, shifted by the executed step.
@@ -109,7 +112,7 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
             summary = summarize_episodes(records)
             all_steps = steps or model.model.schedule.num_steps
             row = {"guide": guide, "sampler": name, "steps": all_steps, "warm_level": warm_level,
-                   "n_guide_steps": config.n_guide_steps if guide == "value" else None,
+                   "n_guide_steps": config.n_guide_steps if guide == "value" else None, "select": planner.select,
                    "network_calls_per_decision": all_steps if warm_level is None else int(round(warm_level * all_steps)),
                    "decision_ms_1env_64cand": round(one, 1), "decision_ms_10env_16cand": round(ten, 1),
                    "score": summary["score"], "score_se": summary["score_se"], "episodes": summary["episodes"],
@@ -143,6 +146,8 @@ def _label(r: dict) -> str:
         label += f" warm {r['warm_level']:g}"
     if r.get("n_guide_steps") not in (None, 2):
         label += f", {r['n_guide_steps']} grad step"
+    if r.get("select") == "guide":
+        label += ", ranked by the guide's values"
     return label
 
 

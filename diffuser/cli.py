@@ -163,7 +163,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         if not args.value:
             raise ValueError("bench locomotion needs --checkpoint (a locomotion diffusion export) and --value")
         run_locomotion_benchmark(args.checkpoint, args.value, out=args.out or "results/fast_locomotion.json",
-                                 repeats=args.repeats, solvers=args.configs)
+                                 repeats=args.repeats, solvers=args.configs, seeds=args.seeds,
+                                 episodes=args.episodes, guides=args.guides, select=args.select)
         return
     if args.suite == "fast":
         from diffuser.benchmark_fast import run_fast_benchmark
@@ -322,9 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--execute", type=int, default=1, help="actions executed per plan before replanning")
     p.add_argument("--warm-level", type=float, help="replans start from the previous plan shifted by --execute, "
                                                     "noised to this share of the sampler's steps (0-1; default cold)")
-    p.add_argument("--select", default="auto", choices=["auto", "value", "first"],
-                   help="which candidate to execute: value (highest predicted return), first, or auto (value for "
-                        "value guidance, first otherwise)")
+    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first"],
+                   help="which candidate to execute: value (highest predicted return of the final plans), guide "
+                        "(highest value at the value guide's last step: no extra network call), first, or auto "
+                        "(value for value guidance, first otherwise)")
     p.add_argument("--max-episode-steps", type=int, help="shorter episodes than the env's 1000 (quick checks)")
     p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")
     p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
@@ -360,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speed: subset of configs to time; locomotion: subset of solver rows, e.g. ddim5 "
                         "dpmpp3-warm0.67-grad1")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="locomotion: evaluation seeds of the score")
+    p.add_argument("--episodes", type=int, default=10, help="locomotion: episodes per seed")
+    p.add_argument("--guides", nargs="+", default=["value", "none"], choices=["value", "cfg", "none"],
+                   help="locomotion: guides to time and score")
+    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first"],
+                   help="locomotion: the value-guided rows' candidate choice (guide: the guide's last values)")
     p.add_argument("--table", help="fast, locomotion: print the Markdown tables of this results file instead of running")
     p.set_defaults(func=_cmd_bench)
 

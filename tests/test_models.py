@@ -58,6 +58,22 @@ def test_sinusoidal_embedding_values_and_buffer():
     assert "freqs" not in emb.state_dict()  # precomputed, but not checkpointed
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mish_matches_its_definition_and_gradient(dtype):
+    from diffuser.models import mish
+
+    x = torch.cat([torch.linspace(-120, 120, 2001, dtype=dtype), torch.tensor([-1e4, 1e4, 0.0], dtype=dtype)])
+    x.requires_grad_(True)
+    exact = x * torch.tanh(torch.nn.functional.softplus(x))  # the definition, not PyTorch's kernel
+    (g_exact,) = torch.autograd.grad(exact.sum(), x)
+    out = mish(x)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(out).all() and torch.isfinite(g).all()
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out, exact, **tol)
+    torch.testing.assert_close(g, g_exact, **tol)
+
+
 def test_layer_shapes():
     x = torch.randn(3, 16, 12)
     emb = torch.randn(3, 8)

@@ -188,11 +188,16 @@ class ValueExpert:
 
 def gradient(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """∇_x Σ_b fn(x)_b, computed with autograd even inside no_grad (never inside inference_mode)."""
+    return value_and_gradient(fn, x)[1]
+
+
+def value_and_gradient(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fn(x) detached, ∇_x Σ_b fn(x)_b), for callers that also keep the value they differentiated."""
     with torch.enable_grad():
         y = x.detach().requires_grad_(True)
         out = fn(y)
         (grad,) = torch.autograd.grad(out.sum(), y)
-    return grad
+    return out.detach(), grad
 
 
 def combined_epsilon(experts: Sequence[Expert], x: torch.Tensor, level: NoiseLevel) -> torch.Tensor:

@@ -15,6 +15,9 @@ posterior variance. DDIM and DPM-Solver++ take the same ε, so guidance works wi
 The value model is any ``value(x (B, H, D), t (B,)) -> (B,)``: a trained
 :class:`~diffuser.diffusion.value.ValueFunction` (standardised returns, so one guide scale suits every
 reward scale), or an analytic function in tests.
+
+Each call keeps the values it differentiated at its first gradient step (``last_values``, with the step
+``last_t``): after sampling they rank the candidates at no extra network call, the original's protocol.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from diffuser.diffusion.experts import NoiseLevel, gradient
+from diffuser.diffusion.experts import NoiseLevel, value_and_gradient
 
 __all__ = ["ValueGuide"]
 
@@ -51,6 +54,12 @@ class ValueGuide:
             raise ValueError(f"t_stopgrad must be >= 0, got {t_stopgrad}")
         self.value, self.n_guide_steps, self.t_stopgrad, self.name = value, int(n_guide_steps), int(t_stopgrad), name
         self.weight = float(scale)  # the loop multiplies the returned ε by it, and skips the expert at 0
+        self.last_values: torch.Tensor | None = None  # (B,) V(x_t, t) at the last guided step; reset() clears it
+        self.last_t: int | None = None
+
+    def reset(self) -> None:
+        """Forget the last guided step's values (call before sampling, so stale ones are never used)."""
+        self.last_values, self.last_t = None, None
 
     @property
     def scale(self) -> float:
@@ -62,8 +71,10 @@ class ValueGuide:
             return torch.zeros_like(x)
         step = self.weight * level.posterior_variance  # Diffuser's x-step: scale · Σ̃_t · ∇V
         y, total = x, torch.zeros_like(x)
-        for _ in range(self.n_guide_steps):
-            g = gradient(lambda z: self.value(z, level.t_batch), y)
+        for k in range(self.n_guide_steps):
+            v, g = value_and_gradient(lambda z: self.value(z, level.t_batch), y)
+            if k == 0:
+                self.last_values, self.last_t = v, level.t
             total = total + g
             y = y + step * g
         return -(level.sigma_prev ** 2 / level.sigma) * total

@@ -27,9 +27,10 @@ from diffuser.diffusion.samplers import make_sampler
 from diffuser.planning.planner import Planner, shift_plans
 from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 
-__all__ = ["GUIDES", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
+__all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
 
 GUIDES = ("value", "cfg", "none")
+SELECTS = ("auto", "value", "guide", "first")
 
 
 @dataclass
@@ -41,7 +42,8 @@ class LocomotionPlanConfig:
     cfg_weight: float = 1.5  # w of classifier-free guidance (1: the conditional model alone)
     target_return: str = "z0"  # the return CFG asks for: "zK" (mean + K std of the training windows' returns), "max", "q90", or a number
     candidates: int = 16  # plans sampled per decision
-    select: str = "auto"  # "value": best predicted return (needs a value model) | "first" | "auto": value for guide="value", else first
+    select: str = "auto"  # "value": best predicted return of the final plans (needs a value model) | "guide": best value at the
+    # guide's last step (guide="value"; no extra network call, the original's protocol) | "first" | "auto": value for guide="value", else first
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
     sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
     execute: int = 1  # actions executed from each plan before replanning
@@ -51,8 +53,11 @@ class LocomotionPlanConfig:
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
             raise ValueError(f"unknown guide {self.guide!r}; valid: {', '.join(GUIDES)}")
-        if self.select not in ("auto", "value", "first"):
-            raise ValueError(f"select must be 'auto', 'value' or 'first', got {self.select!r}")
+        if self.select not in SELECTS:
+            raise ValueError(f"select must be one of {', '.join(SELECTS)}, got {self.select!r}")
+        if self.select == "guide" and self.guide != "value":
+            raise ValueError(f"select='guide' ranks by the value guide's own evaluations and needs guide='value', "
+                             f"not {self.guide!r}; use select='value' to rank with a separate value pass")
         if self.candidates < 1 or self.execute < 1:
             raise ValueError(f"candidates and execute must be >= 1, got {self.candidates} and {self.execute}")
         if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
@@ -130,9 +135,10 @@ class LocomotionPlanner:
         # Each guide's own protocol: Diffuser ranks its value-guided candidates by the value; classifier-free
         # guidance (Decision Diffuser) and plain sampling take a sample as it comes.
         self.select = ("value" if config.guide == "value" else "first") if config.select == "auto" else config.select
-        experts = []
+        experts, self.guide = [], None
         if config.guide == "value":
-            experts.append(ValueGuide(self.value, config.scale, config.n_guide_steps, config.t_stopgrad))
+            self.guide = ValueGuide(self.value, config.scale, config.n_guide_steps, config.t_stopgrad)
+            experts.append(self.guide)
         elif config.guide == "cfg":
             if not self.model.conditional:
                 raise ValueError("guide='cfg' needs a return-conditioned model, and this one is unconditional: train "
@@ -190,16 +196,20 @@ class LocomotionPlanner:
                 raise ValueError(f"warm_start must be (N, H, A+S) = {(n, self.horizon, self.layout.transition_dim)}, "
                                  f"got {tuple(warm_start.shape)}")
             warm, level = warm_start.to(self.device).repeat_interleave(c, 0), self.config.warm_level
+        if self.guide is not None:
+            self.guide.reset()
         out = self.planner.plan(obs, horizon=self.horizon, num_samples=c, generator=generator, warm_start=warm,
                                 warm_level=level)
-        values = None
-        if self.select == "value":
+        values, best = None, torch.zeros(n, dtype=torch.long)
+        if self.select == "guide" and self.guide.last_values is not None:
+            # V(x_t, t) at the last guided step, in raw return units: free, and what Diffuser ranks by.
+            values = (self.guide.last_values * self.value.return_std + self.value.return_mean).reshape(n, c)
+        elif self.select in ("value", "guide"):  # "guide" with no guided step (scale 0, or every t < t_stopgrad)
             with torch.no_grad():
                 values = self.value.returns(out.trajectories, 0).reshape(n, c)
+        if values is not None:
             best = values.argmax(dim=1)
             values = values[torch.arange(n), best].cpu().numpy()
-        else:
-            best = torch.zeros(n, dtype=torch.long)
         rows = torch.arange(n) * c + best.cpu()  # the chosen candidate of each start (start-major batch)
         actions = out.actions.cpu()[rows, : self.config.execute].numpy()
         if self.action_bounds is not None:
