@@ -19,23 +19,24 @@ def _cell(r: dict | None) -> str:
 
 
 def _solver(p: dict) -> str:
-    """One guide's planner in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67, scale 0.1"."""
+    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67"."""
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
-    scale = f", scale {p['scale']:g}" if p.get("guide") == "value" and p.get("scale", 1.0) != 1.0 else ""
-    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + scale
+    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
 
 
 def _planner(row: dict) -> str:
-    """The row's solver: one description when every guide used it (e.g. DDIM 5), else one per guide."""
-    groups: dict[str, list[str]] = {}  # solver -> the guides that used it
+    """The row's sampler: one description when every guide used it (e.g. DDIM 5), else one per guide;
+    then the horizon and the value guide's scale where they are not the defaults (32, 1)."""
+    groups: dict[str, list[str]] = {}  # sampler -> the guides that used it
     for g, name in GUIDES:
         if g in row:
             groups.setdefault(_solver(row[g]["planner"]), []).append(name)
     text = next(iter(groups)) if len(groups) == 1 else "; ".join(f"{', '.join(gs)}: {d}" for d, gs in groups.items())
     # Rows recorded before the horizon was stored all used the fast config's H 32 (no override in their commands).
     horizon = row["training"]["diffusion"].get("horizon", 32)
-    return text + (f", H {horizon}" if horizon != 32 else "")
+    scale = row["value"]["planner"].get("scale", 1.0) if "value" in row else 1.0
+    return text + (f", H {horizon}" if horizon != 32 else "") + (f", value scale {scale:g}" if scale != 1.0 else "")
 
 
 def main(path: str = "results/locomotion.json") -> None:

@@ -312,10 +312,12 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     spec.loader.exec_module(table_script)
     row = table["rows"]["hopper-medium"]
     assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8"
-    # Guides recorded with different planners (a value row re-run at another scale) are named apart.
-    rescaled = {**row, "value": {**row["value"], "planner": {**row["value"]["planner"], "scale": 0.1}}}
-    assert table_script._planner(rescaled) == ("value guidance: DDIM 2 warm 0.5, scale 0.1; "
-                                               "classifier-free, unguided: DDIM 2 warm 0.5, H 8")
+    # Guides recorded with different samplers (a value row re-run) are named apart; a value scale other
+    # than 1 is named once.
+    rerun = {**row, "value": {**row["value"], "planner": {**row["value"]["planner"], "scale": 0.1,
+                                                           "sampler": "dpmpp", "sampler_steps": 3}}}
+    assert table_script._planner(rerun) == ("value guidance: DPM-Solver++ 3 warm 0.5; "
+                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, value scale 0.1")
 
 
 def test_plan_locomotion_sampler_steps_default_per_sampler():
