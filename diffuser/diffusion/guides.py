@@ -17,7 +17,9 @@ The value model is any ``value(x (B, H, D), t (B,)) -> (B,)``: a trained
 reward scale), or an analytic function in tests.
 
 Each call keeps the values it differentiated at its first gradient step (``last_values``, with the step
-``last_t``): after sampling they rank the candidates at no extra network call, the original's protocol.
+``last_t``), so a sampler's candidates can be ranked at no extra network call. They judge the sample at
+the last guided step (t ≥ t_stopgrad), noisier than the original's, whose guide also runs (gradient
+zeroed) at the steps below t_stopgrad and so ranks by values at t = 0.
 """
 
 from __future__ import annotations

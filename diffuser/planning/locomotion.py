@@ -43,7 +43,7 @@ class LocomotionPlanConfig:
     target_return: str = "z0"  # the return CFG asks for: "zK" (mean + K std of the training windows' returns), "max", "q90", or a number
     candidates: int = 16  # plans sampled per decision
     select: str = "auto"  # "value": best predicted return of the final plans (needs a value model) | "guide": best value at the
-    # guide's last step (guide="value"; no extra network call, the original's protocol) | "first" | "auto": value for guide="value", else first
+    # guide's last guided step (guide="value"; no extra network call, but noisier plans) | "first" | "auto": value for guide="value", else first
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
     sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
     execute: int = 1  # actions executed from each plan before replanning
@@ -202,7 +202,7 @@ class LocomotionPlanner:
                                 warm_level=level)
         values, best = None, torch.zeros(n, dtype=torch.long)
         if self.select == "guide" and self.guide.last_values is not None:
-            # V(x_t, t) at the last guided step, in raw return units: free, and what Diffuser ranks by.
+            # V(x_t, t) at the last guided step, in raw return units: free, but judged on a still-noisy plan.
             values = (self.guide.last_values * self.value.return_std + self.value.return_mean).reshape(n, c)
         elif self.select in ("value", "guide"):  # "guide" with no guided step (scale 0, or every t < t_stopgrad)
             with torch.no_grad():
