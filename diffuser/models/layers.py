@@ -45,8 +45,8 @@ def mish(x: Tensor) -> Tensor:
     if x.device.type != "cpu" or x.dtype == torch.float16:
         return F.mish(x)
     n = torch.exp(torch.clamp(x, max=20.0))
-    n = n * (n + 2)
-    return x * n / (n + 2)
+    m = n * (n + 2)  # (1 + eˣ)² − 1
+    return x * m / (m + 2)
 
 
 class Mish(nn.Module):
