@@ -27,7 +27,7 @@ from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episod
 from diffuser.models.temporal_unet import UNetConfig
 from diffuser.models.value_net import ValueConfig
 from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
-from diffuser.pretrained import build_diffusion, build_value, load_model, load_value
+from diffuser.pretrained import build_diffusion, build_value, compile_for_planning, load_model, load_value
 from diffuser.utils import atomic_path, git_commit
 
 # (sampler, steps, warm level, value-gradient steps per level): a warm decision starts from the last plan
@@ -75,15 +75,21 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
                              guides: Sequence[str] = ("value", "none"), seeds: Sequence[int] = (0,),
                              episodes: int = 10, repeats: int = 10, scale: float = 1.0,
                              figure: bool = True, solvers: Sequence[str] | None = None,
-                             select: str = "auto") -> dict:
+                             select: str = "auto", compile: bool = False) -> dict:
     """Run the solver rows (``solvers``: names from :func:`solver_key`, default all) and write ``out``;
     ``select`` chooses the value-guided rows' candidate (see LocomotionPlanConfig; other guides take "auto");
-    with ``figure`` also ``assets/<out's stem>.png``, so a run into another file keeps the README's figure."""
+    with ``figure`` also ``assets/<out's stem>.png``, so a run into another file keeps the README's figure.
+    With ``compile`` every row is also timed with a ``torch.compile``'d copy of the two networks, interleaved
+    with the eager one in the same run, and its score is that of the compiled planner."""
     from diffuser.data.minari_io import dataset_info
 
     chosen = select_solvers(solvers)  # first: a typo fails before anything loads
     commit = git_commit()
     model, val = load_model(checkpoint), load_value(value)
+    compiled = None
+    if compile:  # a second copy: the eager rows keep their own networks
+        compiled = load_model(checkpoint), load_value(value)
+        compile_for_planning(*compiled)
     info = dataset_info(model.config["dataset"])
     refs = (info["ref_min_score"], info["ref_max_score"])
     env_id = info["env_id"]
@@ -98,33 +104,44 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
             config = LocomotionPlanConfig(guide=guide, scale=scale, sampler=name, sampler_steps=steps, candidates=64,
                                           warm_level=warm_level, n_guide_steps=guide_steps or 2,
                                           select=select if guide == "value" else "auto")
-            planner = LocomotionPlanner(model, val, config)
-            batched = LocomotionPlanner(model, val, LocomotionPlanConfig(**{**config.__dict__, "candidates": 16}))
-            # A warm decision starts from the previous decision's plan, shifted by the executed step.
-            warm1 = planner.shift(planner.plan(obs1, torch.Generator().manual_seed(1)).trajectories) if warm_level else None
-            warm10 = batched.shift(batched.plan(obs10, torch.Generator().manual_seed(1)).trajectories) if warm_level else None
-            one = _median_ms(lambda: planner.plan(obs1, torch.Generator().manual_seed(0), warm_start=warm1), repeats)
-            ten = _median_ms(lambda: batched.plan(obs10, torch.Generator().manual_seed(0), warm_start=warm10),
-                             max(3, repeats // 2))
+            timings = {"eager": _decision_ms(model, val, config, obs1, obs10, repeats)}
+            if compiled:
+                t0 = time.perf_counter()
+                timings["compiled"] = _decision_ms(*compiled, config, obs1, obs10, repeats)
+                timings["compiled_seconds"] = round(time.perf_counter() - t0, 1)  # compiling included
+                timings["eager_again"] = _decision_ms(model, val, config, obs1, obs10, repeats)  # the drift meanwhile
+            one, ten, batched = timings["eager"]
             t0 = time.perf_counter()
+            if compiled:
+                batched = timings["compiled"][2]  # the score of the compiled planner
             records = [r for s in seeds for r in evaluate_locomotion(batched, env_id, episodes=episodes, eval_seed=s,
                                                                      ref_scores=refs, record=0)]
             summary = summarize_episodes(records)
             all_steps = steps or model.model.schedule.num_steps
             row = {"guide": guide, "sampler": name, "steps": all_steps, "warm_level": warm_level,
-                   "n_guide_steps": config.n_guide_steps if guide == "value" else None, "select": planner.select,
+                   "n_guide_steps": config.n_guide_steps if guide == "value" else None, "select": batched.select,
                    "network_calls_per_decision": all_steps if warm_level is None else int(round(warm_level * all_steps)),
                    "decision_ms_1env_64cand": round(one, 1), "decision_ms_10env_16cand": round(ten, 1),
                    "score": summary["score"], "score_se": summary["score_se"], "episodes": summary["episodes"],
                    "eval_seconds": round(time.perf_counter() - t0, 1)}
+            if compiled:
+                row.update({"compiled_decision_ms_1env_64cand": round(timings["compiled"][0], 1),
+                            "compiled_decision_ms_10env_16cand": round(timings["compiled"][1], 1),
+                            "eager_again_decision_ms_1env_64cand": round(timings["eager_again"][0], 1),
+                            "eager_again_decision_ms_10env_16cand": round(timings["eager_again"][1], 1),
+                            "compiled_timing_seconds_with_compiling": timings["compiled_seconds"],
+                            "scored": "compiled"})
             rows.append(row)
             warm = (f" warm {warm_level}" if warm_level else "") + (f" {guide_steps} grad step" if guide_steps else "")
-            print(f"{guide:>5} {name:>5} {row['steps']:>2}{warm}: {one:7.1f} ms (64 cand.), {ten:7.1f} ms (10 x 16), "
-                  f"score {row['score']:.1f} ± {row['score_se']:.1f}", flush=True)
+            compiled_ms = (f", compiled {row['compiled_decision_ms_1env_64cand']:.1f} / "
+                           f"{row['compiled_decision_ms_10env_16cand']:.1f} ms") if compiled else ""
+            print(f"{guide:>5} {name:>5} {row['steps']:>2}{warm}: {one:7.1f} ms (64 cand.), {ten:7.1f} ms (10 x 16)"
+                  f"{compiled_ms}, score {row['score']:.1f} ± {row['score_se']:.1f}", flush=True)
     report = {"benchmark": "fast_locomotion", "checkpoint": str(checkpoint), "value": str(value),
               "dataset": model.config["dataset"], "git_commit": commit, "torch_threads": torch.get_num_threads(),
               "value_parameters": sum(p.numel() for p in val.value.parameters()),
-              "seeds": list(seeds), "episodes_per_seed": episodes, "repeats": repeats, "scale": scale, "rows": rows,
+              "seeds": list(seeds), "episodes_per_seed": episodes, "repeats": repeats, "scale": scale,
+              "compiled": compile, "rows": rows,
               "original_config_decision_ms": round(_original_config_ms(max(3, repeats // 2)), 1),
               "original_config": "H 32, T 20, width 32, (1, 2, 4, 8), 64 samples, DDPM 20, value guide (2 steps)",
               "original_implementation_decision_ms_reference": 805.0}
@@ -137,6 +154,20 @@ def run_locomotion_benchmark(checkpoint: str, value: str, out: str = "results/fa
         written += f" and {figure_path}"
     print(f"original config with this code: {report['original_config_decision_ms']} ms; written {written}")
     return report
+
+
+def _decision_ms(model, val, config: LocomotionPlanConfig, obs1: np.ndarray, obs10: np.ndarray,
+                 repeats: int) -> tuple[float, float, LocomotionPlanner]:
+    """Median ms of one decision for 1 env × 64 candidates and for 10 envs × 16, and the 10-env planner."""
+    planner = LocomotionPlanner(model, val, config)
+    batched = LocomotionPlanner(model, val, LocomotionPlanConfig(**{**config.__dict__, "candidates": 16}))
+    # A warm decision starts from the previous decision's plan, shifted by the executed step.
+    warm1 = planner.shift(planner.plan(obs1, torch.Generator().manual_seed(1)).trajectories) if config.warm_level else None
+    warm10 = batched.shift(batched.plan(obs10, torch.Generator().manual_seed(1)).trajectories) if config.warm_level else None
+    one = _median_ms(lambda: planner.plan(obs1, torch.Generator().manual_seed(0), warm_start=warm1), repeats)
+    ten = _median_ms(lambda: batched.plan(obs10, torch.Generator().manual_seed(0), warm_start=warm10),
+                     max(3, repeats // 2))
+    return one, ten, batched
 
 
 def _label(r: dict) -> str:
@@ -186,10 +217,14 @@ def plot_decisions(rows: list[dict], path: str, original_ms: float | None = None
 
 def markdown(report: dict) -> str:
     """The README's table from a ``results/fast_locomotion.json`` report."""
+    compiled = report.get("compiled", False)
+    extra = " compiled: ms (1 env × 64) | compiled: ms (10 × 16) | eager again: ms (1 env × 64) |" if compiled else ""
     lines = ["| guide | solver | network calls | ms per decision (1 env, 64 candidates) "
-             "| ms per decision (10 envs × 16) | score |", "|---|---|---|---|---|---|"]
+             f"| ms per decision (10 envs × 16) |{extra} score |", "|---|---|---|---|---|" + "---|" * (3 * compiled + 1)]
     for r in report["rows"]:
         calls = r.get("network_calls_per_decision", r["steps"])
+        cells = (f" {r['compiled_decision_ms_1env_64cand']:.1f} | {r['compiled_decision_ms_10env_16cand']:.1f} "
+                 f"| {r['eager_again_decision_ms_1env_64cand']:.1f} |") if compiled else ""
         lines.append(f"| {r['guide']} | {_label(r)} | {calls} | {r['decision_ms_1env_64cand']:.1f} "
-                     f"| {r['decision_ms_10env_16cand']:.1f} | {r['score']:.1f} ± {r['score_se']:.1f} |")
+                     f"| {r['decision_ms_10env_16cand']:.1f} |{cells} {r['score']:.1f} ± {r['score_se']:.1f} |")
     return "\n".join(lines)

@@ -164,7 +164,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             raise ValueError("bench locomotion needs --checkpoint (a locomotion diffusion export) and --value")
         run_locomotion_benchmark(args.checkpoint, args.value, out=args.out or "results/fast_locomotion.json",
                                  repeats=args.repeats, solvers=args.configs, seeds=args.seeds,
-                                 episodes=args.episodes, guides=args.guides, select=args.select)
+                                 episodes=args.episodes, guides=args.guides, select=args.select,
+                                 compile=args.compile)
         return
     if args.suite == "fast":
         from diffuser.benchmark_fast import run_fast_benchmark
@@ -232,7 +233,7 @@ def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
                        guides=args.guides, seeds=args.seeds, episodes=args.episodes, plan_config=config,
                        device=args.device, overrides=overrides, value_overrides=value_overrides, record=args.record,
                        max_episode_steps=args.max_episode_steps, dataset_steps=args.dataset_steps,
-                       figures=not args.no_figures)
+                       figures=not args.no_figures, compile=args.compile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
     p.add_argument("--out", help="output folder (default runs/locomotion/<env>-<level>)")
     p.add_argument("--no-figures", action="store_true", help="skip the video and plots")
+    p.add_argument("--compile", action="store_true", help="plan with torch.compile'd networks (same math, faster "
+                                                          "decisions after about two minutes of compiling)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000; "
                                                 "value:KEY=V for the value function's, e.g. value:trainer.steps=500")
@@ -361,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="*", default=None,
                    help="speed: subset of configs to time; locomotion: subset of solver rows, e.g. ddim5 "
                         "dpmpp3-warm0.67-grad1")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--compile", action="store_true", help="speed: also time torch.compile'd models; locomotion: "
+                                                          "also time every row compiled, and score it compiled")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="locomotion: evaluation seeds of the score")
     p.add_argument("--episodes", type=int, default=10, help="locomotion: episodes per seed")
     p.add_argument("--guides", nargs="+", default=["value", "none"], choices=["value", "cfg", "none"],

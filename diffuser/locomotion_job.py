@@ -89,12 +89,13 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
                        seeds: Sequence[int] = (0, 1, 2), episodes: int = 10, plan_config: LocomotionPlanConfig | None = None,
                        device: str = "auto", overrides: Sequence[str] = (), value_overrides: Sequence[str] = (),
                        record: str | Path | None = None, max_episode_steps: int | None = None,
-                       dataset_steps: int | None = None, figures: bool = True) -> dict:
-    """Run the job (see the module docstring); returns the report written to ``<out_dir>/locomotion.json``."""
+                       dataset_steps: int | None = None, figures: bool = True, compile: bool = False) -> dict:
+    """Run the job (see the module docstring); returns the report written to ``<out_dir>/locomotion.json``.
+    ``compile``: plan with ``torch.compile``'d networks (:func:`~diffuser.pretrained.compile_for_planning`)."""
     from diffuser.collect.behaviour import env_id_for, env_name_for
     from diffuser.data.minari_io import dataset_info
     from diffuser.envs.registry import D4RL_REF_SCORES
-    from diffuser.pretrained import load_model, load_value
+    from diffuser.pretrained import compile_for_planning, load_model, load_value
 
     env_name, env_id = env_name_for(env), env_id_for(env)
     bad = [g for g in guides if g not in GUIDES]
@@ -132,6 +133,8 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
             training[key]["weights"] = weights_fingerprint(path)
     loaded_model = load_model(checkpoint, device, dataset=dataset_id)
     loaded_value = load_value(value, device) if value else None
+    if compile:
+        compile_for_planning(loaded_model, loaded_value)
     training["diffusion"]["horizon"] = loaded_model.model.horizon  # the plans' length, part of the recipe
 
     base = plan_config or LocomotionPlanConfig()
@@ -163,7 +166,8 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
               "git_commit": commit, "device": str(device), "training": training, "seeds": [int(s) for s in seeds],
               "episodes_per_seed": episodes, "reference_scores": {"min": refs[0], "max": refs[1], "d4rl": d4rl},
               "dataset_average": dataset_average(dataset_id, refs, d4rl), "results": results,
-              "figures": figures_written, "command": command, "max_episode_steps": max_episode_steps}
+              "figures": figures_written, "command": command, "max_episode_steps": max_episode_steps,
+              "compiled": compile}
     with atomic_path(out / "locomotion.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     behaviour = report["dataset_average"]

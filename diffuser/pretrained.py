@@ -145,6 +145,25 @@ def load_value(path: str | Path, device: str | torch.device = "cpu") -> LoadedVa
     return LoadedValue(value, normalizer, config)
 
 
+def compile_for_planning(*loaded: LoadedModel | LoadedValue | None, backend: str = "inductor") -> None:
+    """``torch.compile`` the networks of loaded models in place, for planning.
+
+    The math is unchanged (the same weights and ops; float results equal up to summation order), while the
+    compiler fuses GroupNorm, Mish and the additions that dominate a small network's time on a CPU. The first
+    batch shape compiles a graph for itself, a second one a graph for every batch size (evaluations drop the
+    environments that are done), each for the value network with and without gradients: about two minutes
+    for a planner on a 2-core CPU, so it pays off over long evaluations, not single plans.
+    Compiling twice is a no-op; ``None`` entries are skipped (a planner without a value function).
+    """
+    for item in loaded:
+        if item is None:
+            continue
+        owner, name = (item.model, "denoiser") if isinstance(item, LoadedModel) else (item.value, "network")
+        network = getattr(owner, name)
+        if not hasattr(network, "_orig_mod"):  # already an OptimizedModule
+            setattr(owner, name, torch.compile(network, backend=backend))
+
+
 def _export_tensors(network: torch.nn.Module, normalizer: TrajectoryNormalizer) -> dict[str, torch.Tensor]:
     """An export's tensors: the network's weights under ``model.*``, the normalizer's statistics under ``normalizer.*``."""
     tensors = {f"model.{k}": v for k, v in network.state_dict().items()}

@@ -126,6 +126,11 @@ def test_locomotion_bench_table_and_figure_name_each_solver_row(tmp_path):
     assert len(table) == 4
     assert table[2] == "| value | ddim 3, 1 grad step | 3 | 80.0 | 120.0 | 75.0 ± 2.0 |"
     assert table[3] == "| none | dpmpp 3 warm 0.67 | 2 | 30.0 | 50.0 | 70.0 ± 1.0 |"
+    compiled = {"compiled_decision_ms_1env_64cand": 20.0, "compiled_decision_ms_10env_16cand": 35.0,
+                "eager_again_decision_ms_1env_64cand": 31.0}
+    table = markdown({"rows": [{**rows[1], **compiled}], "compiled": True}).splitlines()
+    assert table[0].count("|") == table[1].count("|") == table[2].count("|") == 10
+    assert table[2] == "| none | dpmpp 3 warm 0.67 | 2 | 30.0 | 50.0 | 20.0 | 35.0 | 31.0 | 70.0 ± 1.0 |"
     assert plot_decisions(rows, str(tmp_path / "f.png")).stat().st_size > 0
     assert len({s[:3] + (s[3] or 2,) for s in SOLVERS}) == len(SOLVERS), "a solver row is listed twice"
 

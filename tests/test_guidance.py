@@ -255,6 +255,29 @@ def test_ranking_by_the_guides_last_values_picks_their_best_candidate(tmp_path):
         LocomotionPlanConfig(guide="none", select="guide")
 
 
+def test_compiled_networks_plan_the_same_decisions(tmp_path):
+    from diffuser.pretrained import compile_for_planning
+
+    model = load_model(_export(tmp_path, "m"))
+    value = load_value(_export(tmp_path, "v", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                               normalizer=model.normalizer))
+    config = LocomotionPlanConfig(candidates=4, sampler="dpmpp", sampler_steps=3, n_guide_steps=1, t_stopgrad=0)
+    obs = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    batches = (obs, obs[:1])  # a second batch size, as when an evaluation's environments finish
+    eager = [LocomotionPlanner(model, value, config).plan(rows, torch.Generator().manual_seed(0)) for rows in batches]
+    # Dynamo's "eager" backend traces the networks as the compiler would, without code generation (fast).
+    compile_for_planning(model, value, None, backend="eager")
+    denoiser, network = model.model.denoiser, value.value.network
+    assert hasattr(denoiser, "_orig_mod") and hasattr(network, "_orig_mod")
+    compile_for_planning(model, value, backend="eager")  # a second call keeps the compiled modules
+    assert model.model.denoiser is denoiser and value.value.network is network
+    planner = LocomotionPlanner(model, value, config)
+    for rows, reference in zip(batches, eager):
+        compiled = planner.plan(rows, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(compiled.trajectories, reference.trajectories)
+        np.testing.assert_allclose(compiled.values, reference.values, rtol=1e-5, atol=1e-6)
+
+
 def test_locomotion_warm_start_level_0_keeps_the_shifted_plan_and_level_1_is_cold(tmp_path):
     model = load_model(_export(tmp_path, "m"))
     obs = np.random.default_rng(1).normal(size=(2, 3)).astype(np.float32)
