@@ -1,12 +1,12 @@
 """Print the README's locomotion table (Markdown) from results/locomotion.json.
 
-    python scripts/locomotion_table.py [results/locomotion.json]
+    python scripts/locomotion_table.py [results/locomotion.json] [--env walker2d]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 GUIDES = (("value", "value guidance"), ("cfg", "classifier-free"), ("none", "unguided"))
 
@@ -39,8 +39,12 @@ def _planner(row: dict) -> str:
     return text + (f", H {horizon}" if horizon != 32 else "") + (f", value scale {scale:g}" if scale != 1.0 else "")
 
 
-def main(path: str = "results/locomotion.json") -> None:
+def main(path: str = "results/locomotion.json", env: str | None = None) -> None:
     rows = json.load(open(path))["rows"]
+    if env is not None:
+        rows = {k: r for k, r in rows.items() if k.split("-")[0] == env}
+        if not rows:
+            raise SystemExit(f"no rows for env {env!r} in {path}")
     print("| dataset | behaviour policy (dataset average) | " + " | ".join(name for _, name in GUIDES)
           + " | planner | training (CPU) |")
     print("|---|---|" + "---|" * len(GUIDES) + "---|---|")
@@ -53,4 +57,8 @@ def main(path: str = "results/locomotion.json") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description="Print the README's locomotion table from a results file.")
+    parser.add_argument("path", nargs="?", default="results/locomotion.json")
+    parser.add_argument("--env", help="only this env's rows, e.g. hopper, walker2d, halfcheetah")
+    args = parser.parse_args()
+    main(args.path, args.env)
