@@ -333,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
     p.add_argument("--out", help="output folder (default runs/locomotion/<env>-<level>)")
     p.add_argument("--no-figures", action="store_true", help="skip the video and plots")
-    p.add_argument("--compile", action="store_true", help="plan with torch.compile'd networks (same math, faster "
-                                                          "decisions after about two minutes of compiling)")
+    p.add_argument("--compile", action="store_true", help="plan with torch.compile'd networks (same math; two to three "
+                                                          "minutes of compiling; no faster on the README's CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000; "
                                                 "value:KEY=V for the value function's, e.g. value:trainer.steps=500")

@@ -151,8 +151,9 @@ def compile_for_planning(*loaded: LoadedModel | LoadedValue | None, backend: str
     The math is unchanged (the same weights and ops; float results equal up to summation order), while the
     compiler fuses GroupNorm, Mish and the additions that dominate a small network's time on a CPU. The first
     batch shape compiles a graph for itself, a second one a graph for every batch size (evaluations drop the
-    environments that are done), each for the value network with and without gradients: about two minutes
-    for a planner on a 2-core CPU, so it pays off over long evaluations, not single plans.
+    environments that are done), each for the value network with and without gradients: two to three minutes
+    for a planner on a 2-core CPU, so it can pay off over long evaluations, never for single plans (on the CPU
+    measured in the README it gained nothing).
     Compiling twice is a no-op; ``None`` entries are skipped (a planner without a value function).
     """
     for item in loaded:
