@@ -44,6 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--candidates", type=int, default=16)
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--sampler-steps", type=int, help="default 5 for ddim / dpmpp; ddpm takes every step")
+    p.add_argument("--warm-level", type=float, help="warm-start replanning from this noise level (default cold)")
     p.add_argument("--guide", default="value", choices=["value", "cfg"])
     p.add_argument("--targets", nargs="+", default=["z0", "z0.5", "max"], help="cfg: target returns")
     p.add_argument("--weights", nargs="+", type=float, default=[1.5], help="cfg: guidance weights")
@@ -70,7 +71,8 @@ def main(argv=None) -> None:
                 continue  # without guidance t_stopgrad changes nothing
             config = LocomotionPlanConfig(guide="value", scale=scale, t_stopgrad=tsg, n_guide_steps=args.n_guide_steps,
                                           candidates=args.candidates, sampler=args.sampler,
-                                          sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps))
+                                          sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
+                                          warm_level=args.warm_level)
             summary = _evaluate(LocomotionPlanner(model, value, config), args, env, env_id, refs)
             rows.append({"scale": scale, "t_stopgrad": tsg, **{k: summary[k] for k in
                          ("score", "score_se", "return", "length", "fell", "episodes", "seed_scores", "plan_seconds")}})
@@ -110,7 +112,8 @@ def cfg_sweep(args, env, env_id, dataset, refs, model, value) -> None:
         for target in args.targets:
             config = LocomotionPlanConfig(guide="cfg", cfg_weight=weight, target_return=target, select="first",
                                           candidates=args.candidates, sampler=args.sampler,
-                                          sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps))
+                                          sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
+                                          warm_level=args.warm_level)
             planner = LocomotionPlanner(model, value, config)
             summary = _evaluate(planner, args, env, env_id, refs)
             rows.append({"target_return": target, "target_return_value": planner.target_return(), "cfg_weight": weight,
