@@ -2,7 +2,7 @@
 
     pointmaze       a PointMaze dataset with the D4RL/pointmaze-v2 recipe
     locomotion      a Hopper/Walker2d/HalfCheetah dataset from the exported behaviour policies
-    train-policy    train a SAC behaviour policy (stable-baselines3, extra "locomotion")
+    train-policy    train a SAC behaviour policy (torch on any device, or stable-baselines3)
     export-policy   pick medium/expert checkpoints of a run and export them to assets/policies
 """
 
@@ -79,17 +79,27 @@ def _run_locomotion(args: argparse.Namespace) -> None:
 
 def _run_train_policy(args: argparse.Namespace) -> None:
     from diffuser.collect.behaviour import TrainConfig, env_name_for, train_behaviour
+    from diffuser.collect.sac import SACConfig, train_sac
 
     run_dir = args.run_dir or f"runs/behaviour/{env_name_for(args.env)}-s{args.seed}"
-    cfg = TrainConfig(env=args.env, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      eval_episodes=args.eval_episodes, run_dir=run_dir)
+    common = dict(env=args.env, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                  eval_episodes=args.eval_episodes, run_dir=run_dir)
+    show = False if args.no_progress else None
     try:
-        records = train_behaviour(cfg, show_progress=False if args.no_progress else None)
-    except (FileExistsError, ValueError, ImportError) as err:
+        if args.trainer == "sb3":
+            if args.time_limit is not None or args.device != "cpu":
+                raise ValueError("--time-limit and --device are options of --trainer torch")
+            records = train_behaviour(TrainConfig(**common), show_progress=show)
+        else:
+            cfg = SACConfig(**common, device=args.device, cuda_graph=not args.no_cuda_graph,
+                            time_limit_s=args.time_limit, learning_starts=args.learning_starts)
+            records = train_sac(cfg, show_progress=show)
+    except (FileExistsError, ValueError, ImportError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     best = max(records, key=lambda r: r["eval_return"]) if records else None
-    print(f"trained {cfg.steps} steps into {run_dir}; best checkpoint: {json.dumps(best)}")
+    steps = records[-1]["step"] if records else 0
+    print(f"trained {steps} steps into {run_dir}; best checkpoint: {json.dumps(best)}")
 
 
 def _run_export_policy(args: argparse.Namespace) -> None:
@@ -163,10 +173,12 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.set_defaults(func=_run_locomotion)
 
     p = kinds.add_parser(
-        "train-policy", help="train a SAC behaviour policy for the locomotion datasets (needs the locomotion extra)",
-        description="Train SAC (stable-baselines3 defaults, one torch thread) on a Gymnasium MuJoCo env. Every "
-        "--checkpoint-every steps the deterministic actor is exported (safetensors + JSON) and evaluated, a line "
-        "goes to <run-dir>/log.jsonl and the replay buffer so far to <run-dir>/replay.npz.")
+        "train-policy", help="train a SAC behaviour policy for the locomotion datasets",
+        description="Train SAC (stable-baselines3's defaults) on a Gymnasium MuJoCo env, with the project's own "
+        "torch SAC (any device; on CUDA the update is one CUDA graph) or with stable-baselines3 (--trainer sb3, "
+        "CPU, the locomotion extra). Every --checkpoint-every steps the deterministic actor is exported "
+        "(safetensors + JSON) and evaluated, a line goes to <run-dir>/log.jsonl and the replay buffer so far to "
+        "<run-dir>/replay.npz.")
     p.add_argument("--env", choices=envs, default="hopper", help="environment (default hopper)")
     p.add_argument("--steps", type=int, default=300_000, help="environment steps (default 300,000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -174,6 +186,14 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                    help="steps between checkpoints (default 10,000)")
     p.add_argument("--eval-episodes", type=int, default=5, help="deterministic episodes per checkpoint (default 5)")
     p.add_argument("--run-dir", default=None, help="output folder (default runs/behaviour/<env>-s<seed>)")
+    p.add_argument("--trainer", choices=("torch", "sb3"), default="torch",
+                   help="torch: diffuser.collect.sac (default); sb3: stable-baselines3, as the committed policies")
+    p.add_argument("--device", default="cpu", help="torch trainer: cpu | cuda[:N] | auto (default cpu)")
+    p.add_argument("--no-cuda-graph", action="store_true", help="torch trainer on CUDA: eager updates")
+    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help="torch trainer: stop after S seconds of wall time, with a last checkpoint")
+    p.add_argument("--learning-starts", type=int, default=5000,
+                   help="torch trainer: random-action steps before the first update (default 5,000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train_policy)
 
