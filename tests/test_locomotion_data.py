@@ -265,3 +265,14 @@ def test_export_picks_medium_and_expert_and_cuts_the_replay(tmp_path):
     with np.load(tmp_path / "out" / "medium_replay.npz") as replay:
         np.testing.assert_array_equal(replay["rewards"], np.arange(2000))
     assert (tmp_path / "out" / "training_log.jsonl").read_text() == (run / "log.jsonl").read_text()
+
+
+def test_medium_expert_of_another_version_concatenates_that_version(store, policies):
+    _collect(policies, "medium", steps=120, seed=1)  # v0: must not be picked up for v1
+    _collect(policies, "medium", steps=130, seed=3, dataset_id="diffuser/mujoco/hopper/medium-v1")
+    with pytest.raises(PolicyError, match="expert-v1"):
+        _collect(policies, "medium-expert", dataset_id="diffuser/mujoco/hopper/medium-expert-v1")
+    _collect(policies, "expert", steps=150, seed=2, dataset_id="diffuser/mujoco/hopper/expert-v1")
+    report = _collect(policies, "medium-expert", dataset_id="diffuser/mujoco/hopper/medium-expert-v1")
+    assert report.steps == 280
+    assert report.extra["sources"] == ["diffuser/mujoco/hopper/medium-v1", "diffuser/mujoco/hopper/expert-v1"]

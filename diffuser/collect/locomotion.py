@@ -101,6 +101,18 @@ class _Episode:
                              rewards=self.rewards, terminations=self.terminations, truncations=self.truncations)
 
 
+def _sibling_id(dataset_id: str, env: str, level: str) -> str:
+    """The ``level`` dataset of the same set as ``dataset_id``: ``.../medium-expert-v1`` -> ``.../medium-v1``.
+
+    So a medium-expert dataset concatenates the medium and expert datasets of its own version (made from
+    the same policies); an id not named ``medium-expert[-suffix]`` falls back to the default ids.
+    """
+    head, _, last = dataset_id.rpartition("/")
+    if last == "medium-expert" or last.startswith("medium-expert-"):
+        return f"{head}/{level}{last[len('medium-expert'):]}" if head else f"{level}{last[len('medium-expert'):]}"
+    return default_dataset_id(env, level)
+
+
 def _policy(policy_dir: str | os.PathLike | None, env: str, level: str) -> MLPActor:
     base = Path(policy_dir) if policy_dir is not None else DEFAULT_POLICY_DIR
     actor = load_policy(base / env_name_for(env) / level)
@@ -343,7 +355,7 @@ def collect_locomotion_report(
                      f"stable-baselines3 defaults)")
         extra["replay"] = str(replay_path)
     else:  # medium-expert
-        sources = [default_dataset_id(name, "medium"), default_dataset_id(name, "expert")]
+        sources = [_sibling_id(dataset_id, name, "medium"), _sibling_id(dataset_id, name, "expert")]
         missing = [s for s in sources if not (root / s / "data" / "metadata.json").is_file()]
         if missing:
             raise PolicyError(f"medium-expert concatenates {sources}; missing: {missing}. Collect them first with "
