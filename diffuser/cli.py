@@ -233,7 +233,8 @@ def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
                        guides=args.guides, seeds=args.seeds, episodes=args.episodes, plan_config=config,
                        device=args.device, overrides=overrides, value_overrides=value_overrides, record=args.record,
                        max_episode_steps=args.max_episode_steps, dataset_steps=args.dataset_steps,
-                       figures=not args.no_figures, compile=args.compile)
+                       figures=not args.no_figures, compile=args.compile,
+                       dataset_version=args.dataset_version, policy_dir=args.policy_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(value for value guidance, first otherwise)")
     p.add_argument("--max-episode-steps", type=int, help="shorter episodes than the env's 1000 (quick checks)")
     p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")
+    p.add_argument("--dataset-version", default="v0",
+                   help="dataset set: diffuser/mujoco/<env>/<level>-<version> (default v0, from assets/policies)")
+    p.add_argument("--policy-dir", help="behaviour policies to collect a missing dataset from (default "
+                                        "assets/policies), e.g. assets/policies_v1 with --dataset-version v1")
     p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
     p.add_argument("--out", help="output folder (default runs/locomotion/<env>-<level>)")
     p.add_argument("--no-figures", action="store_true", help="skip the video and plots")

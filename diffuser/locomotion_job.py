@@ -31,24 +31,27 @@ from diffuser.utils import atomic_path, git_commit, resolve_device
 __all__ = ["ensure_locomotion_dataset", "train_locomotion", "dataset_average", "run_locomotion_job", "record_locomotion"]
 
 
-def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None) -> str:
-    """The local dataset id of ``env``/``level``, collected (with its prerequisites) when absent."""
+def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None, version: str = "v0",
+                              policy_dir: str | None = None) -> str:
+    """The local dataset id of ``env``/``level``/``version``, collected (with its prerequisites) when absent,
+    from the policies in ``policy_dir`` (default ``assets/policies``)."""
     from diffuser.collect.locomotion import collect_locomotion, default_dataset_id
     from diffuser.data.minari_io import dataset_path
     from diffuser.maze_job import dataset_lock
 
     def present(level_: str) -> bool:
-        return (dataset_path(default_dataset_id(env, level_)) / "data" / "metadata.json").exists()
+        return (dataset_path(default_dataset_id(env, level_, version)) / "data" / "metadata.json").exists()
 
     needed = ["medium", "expert", level] if level == "medium-expert" else [level]
     for level_ in needed:
+        dataset_id = default_dataset_id(env, level_, version)
         if not present(level_):
-            with dataset_lock(default_dataset_id(env, level_)):
+            with dataset_lock(dataset_id):
                 if not present(level_):
-                    print(f"{default_dataset_id(env, level_)} is not here yet: collecting it")
+                    print(f"{dataset_id} is not here yet: collecting it")
                     kwargs = {} if level_ in ("medium-replay", "medium-expert") or steps is None else {"steps": steps}
-                    collect_locomotion(env=env, level=level_, **kwargs)
-    return default_dataset_id(env, level)
+                    collect_locomotion(env=env, level=level_, dataset_id=dataset_id, policy_dir=policy_dir, **kwargs)
+    return default_dataset_id(env, level, version)
 
 
 def train_locomotion(dataset_id: str, run_dir: Path, device, overrides: Sequence[str] = (),
@@ -89,9 +92,12 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
                        seeds: Sequence[int] = (0, 1, 2), episodes: int = 10, plan_config: LocomotionPlanConfig | None = None,
                        device: str = "auto", overrides: Sequence[str] = (), value_overrides: Sequence[str] = (),
                        record: str | Path | None = None, max_episode_steps: int | None = None,
-                       dataset_steps: int | None = None, figures: bool = True, compile: bool = False) -> dict:
+                       dataset_steps: int | None = None, figures: bool = True, compile: bool = False,
+                       dataset_version: str = "v0", policy_dir: str | None = None) -> dict:
     """Run the job (see the module docstring); returns the report written to ``<out_dir>/locomotion.json``.
-    ``compile``: plan with ``torch.compile``'d networks (:func:`~diffuser.pretrained.compile_for_planning`)."""
+    ``compile``: plan with ``torch.compile``'d networks (:func:`~diffuser.pretrained.compile_for_planning`).
+    ``dataset_version`` / ``policy_dir``: the dataset set (``<level>-<version>``) and, when it must be
+    collected, the behaviour policies it is collected from."""
     from diffuser.collect.behaviour import env_id_for, env_name_for
     from diffuser.data.minari_io import dataset_info
     from diffuser.envs.registry import D4RL_REF_SCORES
@@ -103,11 +109,12 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
         raise ValueError(f"unknown guide(s) {bad}; valid: {', '.join(GUIDES)}")
     if "value" in guides and checkpoint is not None and value is None:
         raise ValueError("--checkpoint without --value: value guidance needs the value function trained for it")
-    out = Path(out_dir or f"runs/locomotion/{env_name}-{level}")
+    suffix = "" if dataset_version == "v0" else f"-{dataset_version}"
+    out = Path(out_dir or f"runs/locomotion/{env_name}-{level}{suffix}")
     commit = git_commit()
     device = resolve_device(device)
     command = "diffuser " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    dataset_id = ensure_locomotion_dataset(env_name, level, dataset_steps)
+    dataset_id = ensure_locomotion_dataset(env_name, level, dataset_steps, dataset_version, policy_dir)
     info = dataset_info(dataset_id)
     if info.get("ref_min_score") is None or info.get("ref_max_score") is None:
         raise ValueError(f"{dataset_id} has no reference scores in its metadata: collect it with "
@@ -163,6 +170,7 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
         figures_written.append(str(plot_value_fit(loaded_value, out / "value_fit.png")))
 
     report = {"job": "locomotion", "env": env_name, "env_id": env_id, "level": level, "dataset": dataset_id,
+              "dataset_version": dataset_version,
               "git_commit": commit, "device": str(device), "training": training, "seeds": [int(s) for s in seeds],
               "episodes_per_seed": episodes, "reference_scores": {"min": refs[0], "max": refs[1], "d4rl": d4rl},
               "dataset_average": dataset_average(dataset_id, refs, d4rl), "results": results,
@@ -223,7 +231,8 @@ def record_locomotion(report: dict, path: str | Path) -> None:
     table = json.loads(path.read_text()) if path.exists() else {"description": (
         "Locomotion normalized scores x100 with the local datasets' reference scores (random and expert "
         "behaviour policy returns); written by `diffuser plan locomotion --record`."), "rows": {}}
-    key = f"{report['env']}-{report['level']}"
+    version = report.get("dataset_version", "v0")
+    key = f"{report['env']}-{report['level']}" + ("" if version == "v0" else f"-{version}")
     row = table["rows"].setdefault(key, {})
     if _models_of(row.get("training")) != _models_of(report["training"]):  # other models: old guides' rows go
         row.clear()

@@ -276,3 +276,21 @@ def test_medium_expert_of_another_version_concatenates_that_version(store, polic
     report = _collect(policies, "medium-expert", dataset_id="diffuser/mujoco/hopper/medium-expert-v1")
     assert report.steps == 280
     assert report.extra["sources"] == ["diffuser/mujoco/hopper/medium-v1", "diffuser/mujoco/hopper/expert-v1"]
+
+
+def test_a_dataset_version_is_collected_from_its_own_policies_and_recorded_apart(store, policies, tmp_path):
+    from diffuser.locomotion_job import ensure_locomotion_dataset, record_locomotion
+
+    with pytest.raises(ValueError, match="look like v0"):
+        default_dataset_id("hopper", "medium", "1")
+    dataset_id = ensure_locomotion_dataset("hopper", "medium", steps=120, version="v1", policy_dir=str(policies))
+    assert dataset_id == "diffuser/mujoco/hopper/medium-v1"
+    assert (store / dataset_id / "data" / "metadata.json").is_file()
+    assert not (store / MEDIUM).exists()  # v0 untouched
+    table = tmp_path / "table.json"
+    result = {"score": 1.0, "score_se": 0.1, "episodes": 2}
+    for version in ("v0", "v1"):
+        record_locomotion({"env": "hopper", "level": "medium", "dataset_version": version, "dataset": dataset_id,
+                           "dataset_average": {}, "reference_scores": {}, "training": {}, "results": {"none": result},
+                           "seeds": [0], "git_commit": None, "command": None}, table)
+    assert set(json.loads(table.read_text())["rows"]) == {"hopper-medium", "hopper-medium-v1"}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 import uuid
@@ -48,9 +49,15 @@ DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "assets" / "policies"
 REF_SEED = 10_000_000  # reference-score episodes: disjoint from any collection seed used here
 
 
-def default_dataset_id(env: str, level: str) -> str:
-    """``diffuser/mujoco/<env>/<level>-v0`` (Minari's official ids are ``mujoco/<env>/<level>-v0``)."""
-    return f"{DEFAULT_NAMESPACE}/{env_name_for(env)}/{level}-v0"
+def default_dataset_id(env: str, level: str, version: str = "v0") -> str:
+    """``diffuser/mujoco/<env>/<level>-<version>`` (Minari's official ids are ``mujoco/<env>/<level>-v0``).
+
+    ``v0`` is the set made from ``assets/policies``; another version names datasets made from another
+    policy set (``--policy-dir``), so the two never overwrite each other.
+    """
+    if not re.fullmatch(r"v\d+", version):
+        raise ValueError(f"dataset version must look like v0, v1, ...; got {version!r}")
+    return f"{DEFAULT_NAMESPACE}/{env_name_for(env)}/{level}-{version}"
 
 
 @dataclass
