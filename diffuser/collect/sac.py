@@ -139,13 +139,10 @@ class SAC:
         self.target_entropy = -float(act_dim)
         capturable = device.type == "cuda"
         adam = dict(lr=cfg.lr, capturable=capturable, foreach=True)
-        self.groups = {
-            "critic": (list(self.critics.parameters()), None),
-            "actor": (list(self.actor.parameters()), None),
-            "alpha": ([self.log_alpha], None),
-        }
-        self.opts = {k: torch.optim.Adam(ps, **adam) for k, (ps, _) in self.groups.items()}
-        for ps, _ in self.groups.values():  # static gradient buffers: the update writes into them
+        self.groups = {"critic": list(self.critics.parameters()), "actor": list(self.actor.parameters()),
+                       "alpha": [self.log_alpha]}
+        self.opts = {k: torch.optim.Adam(ps, **adam) for k, ps in self.groups.items()}
+        for ps in self.groups.values():  # static gradient buffers: the update writes into them
             for p in ps:
                 p.grad = torch.zeros_like(p)
         # one row per transition: obs | act | reward | next_obs | done (terminated, not truncated)
@@ -175,7 +172,7 @@ class SAC:
         actor_loss = (alpha * logp - self.critics(obs, new_act).min(0).values).mean()
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         for name, loss in (("critic", critic_loss), ("actor", actor_loss), ("alpha", alpha_loss)):
-            params = self.groups[name][0]
+            params = self.groups[name]
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads):
                 p.grad.copy_(g)
