@@ -180,6 +180,37 @@ def test_medium_replay_splits_the_buffer(store, policies):
     np.testing.assert_allclose(first.observations, obs[:6], rtol=1e-6)
 
 
+def test_compact_replay_round_trips_and_keeps_episode_final_observations(tmp_path):
+    from diffuser.collect.behaviour import compact_replay, expand_replay
+
+    rng = np.random.default_rng(1)
+    n = 12
+    obs = rng.normal(size=(n + 1, 4)).astype(np.float32)
+    nxt = obs[1:].copy()
+    term, trunc = np.zeros(n, bool), np.zeros(n, bool)
+    term[3], trunc[7] = True, True
+    nxt[[3, 7]] = rng.normal(size=(2, 4))  # an episode's last next-observation is not the next row's reset state
+    arrays = {"observations": obs[:-1], "next_observations": nxt, "actions": rng.normal(size=(n, 2)),
+              "rewards": rng.normal(size=n), "terminations": term, "truncations": trunc}
+    small = compact_replay(arrays)
+    assert "next_observations" not in small and small["final_observations"].shape == (3, 4)  # rows 3, 7, 11
+    back = expand_replay(small)
+    assert set(back) == set(arrays)
+    for key in arrays:
+        np.testing.assert_array_equal(back[key], arrays[key])
+    np.savez(tmp_path / "full.npz", **arrays)
+    np.savez(tmp_path / "small.npz", **small)
+    for full_ep, small_ep in zip(replay_episodes(tmp_path / "full.npz"), replay_episodes(tmp_path / "small.npz"),
+                                 strict=True):
+        np.testing.assert_array_equal(full_ep.observations, small_ep.observations)
+    shuffled = dict(arrays, next_observations=nxt[::-1].copy())
+    with pytest.raises(ValueError, match="not in time order"):
+        compact_replay(shuffled)
+    np.savez(tmp_path / "broken.npz", **{k: v for k, v in small.items() if k != "final_observations"})
+    with pytest.raises(ValueError, match="neither next_observations nor final_observations"):
+        replay_episodes(tmp_path / "broken.npz")
+
+
 def test_medium_expert_is_the_concatenation(store, policies):
     with pytest.raises(PolicyError, match="Collect them first"):
         _collect(policies, "medium-expert")
@@ -241,6 +272,45 @@ def test_missing_dataset_error_names_the_collect_command(store):
         load_episodes("mujoco/walker2d/expert-v0")
 
 
+def _fake_run(tmp_path, returns):
+    """A train-policy run folder whose log claims ``returns`` (step -> evaluated return), with random actors."""
+    run = tmp_path / "run"
+    with open(tmp_path / "log.jsonl", "w") as log:
+        for k, (step, ret) in enumerate(returns.items()):
+            actor = _random_actor(k)
+            actor.card.train_steps, actor.card.eval_return = step, ret
+            save_policy(actor, run / "checkpoints" / f"step_{step:08d}")
+            log.write(json.dumps({"step": step, "eval_return": ret}) + "\n")
+    (tmp_path / "log.jsonl").rename(run / "log.jsonl")
+    n = max(returns)
+    arrays = {"observations": np.zeros((n, 11), np.float32), "next_observations": np.zeros((n, 11), np.float32),
+              "actions": np.zeros((n, 3), np.float32), "rewards": np.arange(n, dtype=np.float32),
+              "terminations": np.zeros(n, bool), "truncations": np.zeros(n, bool)}
+    np.savez(run / "replay.npz", **arrays)
+    return run
+
+
+def test_export_noise_robust_expert_and_forced_expert_rank_medium_against_their_expert(tmp_path):
+    from diffuser.collect.behaviour import export_levels
+
+    returns = {1000: 100.0, 2000: 300.0, 3000: 700.0, 4000: 900.0, 5000: 1000.0, 6000: 950.0}
+    run = _fake_run(tmp_path, returns)
+    summary = export_levels(run, tmp_path / "noisy", eval_episodes=2, show_progress=False, expert_noise=0.1,
+                            expert_candidates=3)
+    noisy = {int(k): v for k, v in summary["expert_noisy_returns"].items()}
+    assert sorted(noisy) == [4000, 5000, 6000]  # the three best-evaluated checkpoints
+    assert summary["expert"]["step"] == max(noisy, key=lambda k: (noisy[k], k))
+    expert = summary["expert"]["step"]
+    before = {k: v for k, v in returns.items() if k < expert}
+    assert summary["medium"]["step"] == min(before, key=lambda k: (abs(before[k] - returns[expert] / 3), k))
+    card = json.loads((tmp_path / "noisy" / "expert.json").read_text())
+    assert "action noise" in card["extra"]["pick"] and len(card["extra"]["noisy_returns_of_candidates"]) == 3
+    forced = export_levels(run, tmp_path / "forced", eval_episodes=2, show_progress=False, expert_step=2000)
+    assert forced["expert"]["step"] == 2000 and forced["medium"]["step"] == 1000  # a third of 300, not of 1000
+    with pytest.raises(ValueError, match="expert_noise must be >= 0"):
+        export_levels(run, tmp_path / "bad", expert_noise=-1.0)
+
+
 def test_export_picks_medium_and_expert_and_cuts_the_replay(tmp_path):
     from diffuser.collect.behaviour import export_levels
 
@@ -264,6 +334,7 @@ def test_export_picks_medium_and_expert_and_cuts_the_replay(tmp_path):
     assert medium.card.level == "medium" and medium.card.train_steps == 2000 and medium.card.eval_episodes == 2
     with np.load(tmp_path / "out" / "medium_replay.npz") as replay:
         np.testing.assert_array_equal(replay["rewards"], np.arange(2000))
+        assert "next_observations" not in replay and replay["final_observations"].shape == (1, 11)
     assert (tmp_path / "out" / "training_log.jsonl").read_text() == (run / "log.jsonl").read_text()
 
 

@@ -9,7 +9,8 @@ exports the deterministic actor (safetensors + JSON, :mod:`diffuser.collect.poli
 exported actor, appends a line to ``<run>/log.jsonl`` and saves the replay buffer so far
 (``<run>/replay.npz``). Nothing is pickled, so :func:`export_levels` — which picks ``expert`` (best
 evaluated return) and ``medium`` (closest to a third of it, earliest on ties) and copies them to
-``assets/policies/<env>/<level>`` with the medium part of the buffer — needs no SB3.
+``assets/policies/<env>/<level>`` with the medium part of the buffer (stored compactly,
+:func:`compact_replay`) — needs no SB3.
 
 SB3 is imported only inside :func:`train_behaviour` (extra ``locomotion``).
 """
@@ -33,12 +34,55 @@ from diffuser.collect.policy import MLPActor, PolicyCard, load_policy, save_poli
 from diffuser.utils import atomic_path, atomic_write_bytes, progress, require_package
 
 __all__ = ["LOCOMOTION_ENVS", "env_id_for", "evaluate_policy", "train_behaviour", "export_levels",
-           "actor_from_sb3", "read_log"]
+           "actor_from_sb3", "read_log", "compact_replay", "expand_replay"]
 
 # Short names used on the command line and in dataset ids -> Gymnasium ids.
 LOCOMOTION_ENVS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
 MEDIUM_FRACTION = 1 / 3  # D4RL: medium = a policy trained to about 1/3 of the expert's return
 REPLAY_KEYS = ("observations", "next_observations", "actions", "rewards", "terminations", "truncations")
+
+
+def _episode_ends(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows that end an episode: terminated or truncated, and the buffer's last row (it may stop mid-episode)."""
+    ends = np.asarray(arrays["terminations"], bool) | np.asarray(arrays["truncations"], bool)
+    ends[-1:] = True
+    return ends
+
+
+def compact_replay(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A replay buffer that stores each observation once.
+
+    Inside an episode ``next_observations[i]`` is ``observations[i + 1]``, so only the rows that end an
+    episode (:func:`_episode_ends`) keep theirs, as ``final_observations``: the committed medium-replay
+    buffers are half the size. :func:`expand_replay` restores the full arrays.
+    """
+    ends = _episode_ends(arrays)
+    inner = np.flatnonzero(~ends)
+    if not np.array_equal(arrays["next_observations"][inner], arrays["observations"][inner + 1]):
+        raise ValueError("next_observations differ from the following observations inside an episode; "
+                         "the buffer is not in time order and cannot be compacted")
+    out = {k: v for k, v in arrays.items() if k != "next_observations"}
+    out["final_observations"] = arrays["next_observations"][ends]
+    return out
+
+
+def expand_replay(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`compact_replay`; a buffer that already has ``next_observations`` is returned as is."""
+    if "next_observations" in arrays:
+        return dict(arrays)
+    if "final_observations" not in arrays:
+        raise ValueError("replay buffer has neither next_observations nor final_observations")
+    out = {k: v for k, v in arrays.items() if k != "final_observations"}
+    obs = arrays["observations"]
+    nxt = np.empty_like(obs)
+    nxt[:-1] = obs[1:]
+    ends = _episode_ends(arrays)
+    if ends.sum() != len(arrays["final_observations"]):
+        raise ValueError(f"replay buffer has {ends.sum()} episode ends but {len(arrays['final_observations'])} "
+                         "final_observations")
+    nxt[ends] = arrays["final_observations"]
+    out["next_observations"] = nxt
+    return out
 
 
 def env_id_for(env: str) -> str:
@@ -57,15 +101,18 @@ def env_name_for(env: str) -> str:
 
 
 def evaluate_policy(act, env_id: str, episodes: int, seed: int, progress_desc: str | None = None,
-                    show_progress: bool | None = None) -> np.ndarray:
+                    show_progress: bool | None = None, action_noise: float = 0.0) -> np.ndarray:
     """Returns of ``episodes`` episodes of ``act(obs) -> action`` (episode i reset with ``seed + i``).
 
-    ``act=None`` is the uniform random policy (action_space seeded with ``seed``).
+    ``act=None`` is the uniform random policy (action_space seeded with ``seed``). ``action_noise`` adds
+    N(0, action_noise²) to each action, clipped to the bounds, as the dataset collector does.
     """
     import gymnasium as gym
 
     env = gym.make(env_id)
     env.action_space.seed(seed)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
     returns = np.zeros(episodes)
     try:
         for i in progress(range(episodes), desc=progress_desc, disable=None if show_progress else True):
@@ -73,6 +120,8 @@ def evaluate_policy(act, env_id: str, episodes: int, seed: int, progress_desc: s
             done = False
             while not done:
                 action = env.action_space.sample() if act is None else act(obs)
+                if action_noise > 0:
+                    action = np.clip(action + action_noise * rng.standard_normal(action.shape), low, high)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 returns[i] += float(reward)
                 done = terminated or truncated
@@ -200,34 +249,75 @@ def train_behaviour(cfg: TrainConfig, show_progress: bool | None = None) -> list
     return records
 
 
-def _pick(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(medium, expert): expert = best evaluated return (latest on ties); medium = closest to a third of it."""
-    expert = max(records, key=lambda r: (r["eval_return"], r["step"]))
+def _pick(records: list[dict[str, Any]], expert: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(medium, expert): expert = best evaluated return (latest on ties) unless given; medium = the checkpoint
+    before it closest to a third of its evaluated return."""
+    expert = expert or max(records, key=lambda r: (r["eval_return"], r["step"]))
     target = MEDIUM_FRACTION * expert["eval_return"]
     before = [r for r in records if r["step"] < expert["step"]] or [expert]
     medium = min(before, key=lambda r: (abs(r["eval_return"] - target), r["step"]))
     return medium, expert
 
 
+def _pick_noise_robust_expert(run: Path, records: list[dict[str, Any]], noise: float, candidates: int,
+                              episodes: int, show_progress: bool | None) -> tuple[dict[str, Any], dict[int, float]]:
+    """The best of the ``candidates`` best-evaluated checkpoints when each action gets N(0, noise²).
+
+    A checkpoint's 5-episode deterministic evaluation can hide a policy that falls as soon as its actions
+    are perturbed, and the expert dataset is collected with noise: ranking the front-runners under that
+    noise keeps its average return near the expert's.
+    """
+    front = sorted(records, key=lambda r: (r["eval_return"], r["step"]), reverse=True)[:candidates]
+    noisy: dict[int, float] = {}
+    for rec in front:
+        actor = load_policy(run / "checkpoints" / f"step_{rec['step']:08d}")
+        noisy[rec["step"]] = float(evaluate_policy(actor.act, actor.card.env_id, episodes, 3_000_000,
+                                                   progress_desc=f"noisy eval {rec['step']}",
+                                                   show_progress=show_progress, action_noise=noise).mean())
+    best = max(front, key=lambda r: (noisy[r["step"]], r["step"]))
+    return best, noisy
+
+
 def export_levels(run_dir: str | os.PathLike, out_dir: str | os.PathLike, eval_episodes: int = 20,
                   medium_step: int | None = None, expert_step: int | None = None,
-                  replay_out: str | os.PathLike | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+                  replay_out: str | os.PathLike | None = None, show_progress: bool | None = None,
+                  expert_noise: float = 0.0, expert_candidates: int = 5) -> dict[str, Any]:
     """Pick ``medium`` and ``expert`` checkpoints of a run, re-evaluate them, copy them to ``out_dir``.
 
     Writes ``<out_dir>/{medium,expert}.{safetensors,json}`` (cards updated with the level, a fresh
     ``eval_episodes``-episode evaluation and the pick rule) and the medium part of the replay buffer as
-    ``replay_out`` (default ``<out_dir>/medium_replay.npz``, compressed). Returns a summary.
+    ``replay_out`` (default ``<out_dir>/medium_replay.npz``, compressed). ``expert_noise`` > 0 picks the
+    expert among the ``expert_candidates`` best-evaluated checkpoints by their return under that action
+    noise (:func:`_pick_noise_robust_expert`); medium stays the checkpoint before it closest to a third of
+    its evaluated return. Returns a summary.
     """
+    if expert_noise < 0 or expert_candidates < 1:
+        raise ValueError(f"expert_noise must be >= 0 and expert_candidates >= 1, got {expert_noise}, "
+                         f"{expert_candidates}")
     run, out = Path(run_dir), Path(out_dir)
     records = read_log(run)
-    medium, expert = _pick(records)
     by_step = {r["step"]: r for r in records}
     for name, step in (("medium", medium_step), ("expert", expert_step)):
         if step is not None and step not in by_step:
             raise ValueError(f"no checkpoint at step {step} for {name}; have {sorted(by_step)}")
+    noisy: dict[int, float] = {}
+    if expert_step is not None:
+        expert_rule = "forced with --expert-step"
+    elif expert_noise > 0:
+        expert, noisy = _pick_noise_robust_expert(run, records, expert_noise, expert_candidates, eval_episodes,
+                                                  show_progress)
+        expert_step = expert["step"]
+        expert_rule = (f"best return with N(0, {expert_noise}^2) action noise ({eval_episodes} episodes) among "
+                       f"the {len(noisy)} best-evaluated checkpoints")
+    else:
+        expert_rule = "best evaluated return"
+    medium, expert = _pick(records, by_step[expert_step] if expert_step is not None else None)
     medium = by_step[medium_step] if medium_step is not None else medium
-    expert = by_step[expert_step] if expert_step is not None else expert
+    medium_rule = ("forced with --medium-step" if medium_step is not None else
+                   f"checkpoint closest to {MEDIUM_FRACTION:.3f} x expert's checkpoint return")
     summary: dict[str, Any] = {"run_dir": str(run)}
+    if noisy:
+        summary["expert_noisy_returns"] = {str(k): v for k, v in noisy.items()}
     for level, rec in (("medium", medium), ("expert", expert)):
         actor = load_policy(run / "checkpoints" / f"step_{rec['step']:08d}")
         card = actor.card
@@ -239,8 +329,9 @@ def export_levels(run_dir: str | os.PathLike, out_dir: str | os.PathLike, eval_e
             card.command = "diffuser " + card.command.split(" ", 1)[1]  # run as `python -m diffuser.cli`
         card.extra = {**card.extra, "checkpoint_eval_return": rec["eval_return"],
                       "checkpoint_eval_episodes": card.eval_episodes, "eval_seed": seed,
-                      "pick": "best evaluated return" if level == "expert" else
-                      f"checkpoint closest to {MEDIUM_FRACTION:.3f} x expert's checkpoint return"}
+                      "pick": expert_rule if level == "expert" else medium_rule}
+        if level == "expert" and noisy:
+            card.extra["noisy_returns_of_candidates"] = {str(k): v for k, v in noisy.items()}
         card.eval_return, card.eval_return_std = float(returns.mean()), float(returns.std())
         card.eval_episodes = eval_episodes
         save_policy(actor, out / level)
@@ -248,7 +339,7 @@ def export_levels(run_dir: str | os.PathLike, out_dir: str | os.PathLike, eval_e
     with np.load(run / "replay.npz") as data:
         arrays = {k: data[k][: medium["step"]] for k in REPLAY_KEYS}
     replay_path = Path(replay_out) if replay_out is not None else out / "medium_replay.npz"
-    _save_npz(replay_path, arrays, compressed=True)
+    _save_npz(replay_path, compact_replay(arrays), compressed=True)
     summary["medium_replay"] = {"path": str(replay_path), "transitions": int(len(arrays["rewards"])),
                                 "bytes": replay_path.stat().st_size}
     shutil.copyfile(run / "log.jsonl", out / "training_log.jsonl")

@@ -109,7 +109,8 @@ def _run_export_policy(args: argparse.Namespace) -> None:
     try:
         summary = export_levels(args.run_dir, out, eval_episodes=args.eval_episodes, medium_step=args.medium_step,
                                 expert_step=args.expert_step, replay_out=args.replay_out,
-                                show_progress=False if args.no_progress else None)
+                                show_progress=False if args.no_progress else None,
+                                expert_noise=args.expert_noise, expert_candidates=args.expert_candidates)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -199,7 +200,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
     p = kinds.add_parser(
         "export-policy", help="pick medium/expert checkpoints of a training run and export them to assets/policies",
-        description="Pick expert (best evaluated checkpoint) and medium (closest to a third of the expert's return) "
+        description="Pick expert (best evaluated checkpoint, or with --expert-noise the front-runner most robust to the "
+        "collector's action noise) and medium (the checkpoint before it closest to a third of its return) "
         "from a train-policy run, re-evaluate them, write <out>/{medium,expert}.{safetensors,json} and the "
         "medium part of the replay buffer (<out>/medium_replay.npz).")
     p.add_argument("--env", choices=envs, default="hopper", help="environment (names the default --out)")
@@ -208,6 +210,11 @@ def add_collect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--eval-episodes", type=int, default=20, help="episodes of the final evaluation (default 20)")
     p.add_argument("--medium-step", type=int, default=None, help="force the medium checkpoint (training step)")
     p.add_argument("--expert-step", type=int, default=None, help="force the expert checkpoint (training step)")
+    p.add_argument("--expert-noise", type=float, default=0.0,
+                   help="pick the expert among the best-evaluated checkpoints by its return with N(0, SIGMA^2) "
+                   "action noise, the collector's (use 0.1); 0 (default): best evaluated return")
+    p.add_argument("--expert-candidates", type=int, default=5,
+                   help="with --expert-noise: how many best-evaluated checkpoints to compare (default 5)")
     p.add_argument("--replay-out", default=None, help="medium replay npz (default <out>/medium_replay.npz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_export_policy)

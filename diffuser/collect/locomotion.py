@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from diffuser.collect.behaviour import REPLAY_KEYS, env_id_for, env_name_for
+from diffuser.collect.behaviour import REPLAY_KEYS, env_id_for, env_name_for, expand_replay
 from diffuser.collect.policy import MLPActor, PolicyError, load_policy
 
 __all__ = ["LEVELS", "DEFAULT_NAMESPACE", "DEFAULT_POLICY_DIR", "LocomotionReport", "default_dataset_id",
@@ -193,10 +193,14 @@ def replay_episodes(path: str | os.PathLike, steps: int | None = None) -> list[_
     if not path.is_file():
         raise PolicyError(f"replay buffer not found: {path}; it is written by `diffuser collect export-policy`")
     with np.load(path) as data:
-        missing = [k for k in REPLAY_KEYS if k not in data]
-        if missing:
-            raise ValueError(f"{path} lacks {missing}")
-        arrays = {k: data[k][:steps] if steps else data[k] for k in REPLAY_KEYS}
+        try:
+            arrays = expand_replay({k: data[k] for k in data.files})
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    missing = [k for k in REPLAY_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}")
+    arrays = {k: arrays[k][:steps] if steps else arrays[k] for k in REPLAY_KEYS}
     n = len(arrays["rewards"])
     if n == 0:
         raise ValueError(f"{path} holds no transitions")
