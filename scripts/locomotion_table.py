@@ -1,12 +1,13 @@
 """Print the README's locomotion table (Markdown) from results/locomotion.json.
 
-    python scripts/locomotion_table.py [results/locomotion.json] [--env walker2d]
+    python scripts/locomotion_table.py [results/locomotion.json] [--env walker2d] [--version v1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 
 GUIDES = (("value", "value guidance"), ("cfg", "classifier-free"), ("none", "unguided"))
 
@@ -39,12 +40,20 @@ def _planner(row: dict) -> str:
     return text + (f", H {horizon}" if horizon != 32 else "") + (f", value scale {scale:g}" if scale != 1.0 else "")
 
 
-def main(path: str = "results/locomotion.json", env: str | None = None) -> None:
+def _version(key: str) -> str:
+    """A row's dataset version: ``hopper-medium-v1`` -> ``v1``; keys without a suffix are v0's."""
+    match = re.search(r"-(v\d+)$", key)
+    return match.group(1) if match else "v0"
+
+
+def main(path: str = "results/locomotion.json", env: str | None = None, version: str | None = None) -> None:
     rows = json.load(open(path))["rows"]
     if env is not None:
         rows = {k: r for k, r in rows.items() if k.split("-")[0] == env}
-        if not rows:
-            raise SystemExit(f"no rows for env {env!r} in {path}")
+    if version is not None:
+        rows = {k: r for k, r in rows.items() if _version(k) == version}
+    if not rows:
+        raise SystemExit(f"no rows for env {env or 'any'!r}, version {version or 'any'!r} in {path}")
     print("| dataset | behaviour policy (dataset average) | " + " | ".join(name for _, name in GUIDES)
           + " | planner | training (CPU) |")
     print("|---|---|" + "---|" * len(GUIDES) + "---|---|")
@@ -60,5 +69,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Print the README's locomotion table from a results file.")
     parser.add_argument("path", nargs="?", default="results/locomotion.json")
     parser.add_argument("--env", help="only this env's rows, e.g. hopper, walker2d, halfcheetah")
+    parser.add_argument("--version", help="only rows of this dataset version, e.g. v0, v1")
     args = parser.parse_args()
-    main(args.path, args.env)
+    main(args.path, args.env, args.version)

@@ -4,7 +4,7 @@
 #   PYTHON=...  interpreter (default: python)      SEED=...  seed (default 0)
 #   HOPPER_STEPS / HALFCHEETAH_STEPS / WALKER2D_STEPS  step budgets; CKPT_EVERY  checkpoint spacing
 #   TRAINER=torch|sb3  the SAC implementation (default torch; sb3 made the committed assets/policies)
-# Afterwards: diffuser collect export-policy --env ENV --run-dir runs/behaviour/ENV-s0
+# Afterwards: diffuser collect export-policy --env ENV --run-dir runs/behaviour/ENV-s0 --expert-noise 0.1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"

@@ -23,7 +23,7 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for env in hopper walker2d halfcheetah; do
   "$PYTHON" -m diffuser.cli collect export-policy --env "$env" --run-dir "$RUNS/$env-torch-s$SEED" \
-    --out "$OUT/$env" --no-progress > "$RUNS/$env-torch-s$SEED.export.json" 2>&1 &
+    --out "$OUT/$env" --expert-noise 0.1 --no-progress > "$RUNS/$env-torch-s$SEED.export.json" 2>&1 &
 done
 wait
 exit $status

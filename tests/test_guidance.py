@@ -341,6 +341,8 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
                                                            "sampler": "dpmpp", "sampler_steps": 3}}}
     assert table_script._planner(rerun) == ("value guidance: DPM-Solver++ 3 warm 0.5; "
                                             "classifier-free, unguided: DDIM 2 warm 0.5, H 8, value scale 0.1")
+    assert [table_script._version(k) for k in ("hopper-medium", "hopper-medium-v1", "walker2d-medium-replay-v12")] \
+        == ["v0", "v1", "v12"]
 
 
 def test_plan_locomotion_sampler_steps_default_per_sampler():
