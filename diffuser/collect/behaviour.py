@@ -8,7 +8,8 @@ of that run up to the medium checkpoint is ``medium-replay``.
 exports the deterministic actor (safetensors + JSON, :mod:`diffuser.collect.policy`), evaluates that
 exported actor, appends a line to ``<run>/log.jsonl`` and saves the replay buffer so far
 (``<run>/replay.npz``). Nothing is pickled, so :func:`export_levels` — which picks ``expert`` (best
-evaluated return) and ``medium`` (closest to a third of it, earliest on ties) and copies them to
+evaluated return, or the front-runner most robust to the collector's action noise) and ``medium`` (the
+checkpoint before it closest to a third of its return, earliest on ties) and copies them to
 ``assets/policies/<env>/<level>`` with the medium part of the buffer (stored compactly,
 :func:`compact_replay`) — needs no SB3.
 
