@@ -30,12 +30,18 @@ from diffuser.utils import atomic_path, git_commit
 from diffuser.viz.values import plot_guide_sweep
 
 
+def _run_name(env: str, args) -> str:
+    """``hopper-medium`` for v0 datasets, ``hopper-medium-v1`` for others: names the default outputs."""
+    return f"{env}-{args.level}" + ("" if args.dataset_version == "v0" else f"-{args.dataset_version}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--value", required=True)
     p.add_argument("--env", default="hopper")
     p.add_argument("--level", default="medium")
+    p.add_argument("--dataset-version", default="v0", help="dataset diffuser/mujoco/<env>/<level>-vN (default v0)")
     p.add_argument("--scales", nargs="+", type=float, default=[0.0, 0.01, 0.1, 1.0])
     p.add_argument("--t-stopgrad", nargs="+", type=int, default=[0, 2])
     p.add_argument("--n-guide-steps", type=int, default=2)
@@ -48,19 +54,20 @@ def main(argv=None) -> None:
     p.add_argument("--guide", default="value", choices=["value", "cfg"])
     p.add_argument("--targets", nargs="+", default=["z0", "z0.5", "max"], help="cfg: target returns")
     p.add_argument("--weights", nargs="+", type=float, default=[1.5], help="cfg: guidance weights")
-    p.add_argument("--out", help="default results/guide_sweep_<env>-<level>.json")
-    p.add_argument("--figure", help="default assets/guide_sweep_<env>-<level>.png")
+    p.add_argument("--out", help="default results/guide_sweep_<env>-<level>[-vN].json")
+    p.add_argument("--figure", help="default assets/guide_sweep_<env>-<level>[-vN].png")
     args = p.parse_args(argv)
 
     env, env_id = env_name_for(args.env), env_id_for(args.env)
-    dataset = default_dataset_id(env, args.level)
+    dataset = default_dataset_id(env, args.level, args.dataset_version)
+    name = _run_name(env, args)
     info = dataset_info(dataset)
     refs = (info["ref_min_score"], info["ref_max_score"])
     model, value = load_model(args.checkpoint, dataset=dataset), load_value(args.value)
     if args.guide == "cfg":
         return cfg_sweep(args, env, env_id, dataset, refs, model, value)
-    out = Path(args.out or f"results/guide_sweep_{env}-{args.level}.json")
-    figure = Path(args.figure or f"assets/guide_sweep_{env}-{args.level}.png")
+    out = Path(args.out or f"results/guide_sweep_{name}.json")
+    figure = Path(args.figure or f"assets/guide_sweep_{name}.png")
     from diffuser.locomotion_job import dataset_average
 
     behaviour = dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
@@ -90,7 +97,7 @@ def _write_sweep(rows, args, env, dataset, behaviour, out: Path, figure: Path, c
     # The unguided point is drawn on every t_stopgrad's line (measured once: t_stopgrad changes nothing there).
     drawn = rows + [{**r, "t_stopgrad": t} for r in unguided for t in args.t_stopgrad if t != r["t_stopgrad"]]
     plot_guide_sweep(drawn, figure, baseline=behaviour["score"],
-                     title=f"{env}-{args.level}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
+                     title=f"{_run_name(env, args)}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
     report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "value": args.value,
               "args": vars(args), "git_commit": git_commit(), "command": "python " + " ".join(sys.argv),
               "complete": complete, "behaviour": behaviour, "rows": drawn, "figure": str(figure)}
@@ -120,7 +127,8 @@ def cfg_sweep(args, env, env_id, dataset, refs, model, value) -> None:
                          **{k: summary[k] for k in ("score", "score_se", "return", "length", "episodes", "seed_scores")}})
             print(f"w {weight:g}, target {target} ({planner.target_return():.1f}): score {summary['score']:.1f} ± "
                   f"{summary['score_se']:.1f}", flush=True)
-    out = Path(args.out or f"results/cfg_sweep_{env}-{args.level}.json")
+    name = _run_name(env, args)
+    out = Path(args.out or f"results/cfg_sweep_{name}.json")
     report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "args": vars(args),
               "git_commit": git_commit(), "command": "python " + " ".join(sys.argv), "rows": rows}
     with atomic_path(out) as tmp:
