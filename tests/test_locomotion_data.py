@@ -314,20 +314,8 @@ def test_export_noise_robust_expert_and_forced_expert_rank_medium_against_their_
 def test_export_picks_medium_and_expert_and_cuts_the_replay(tmp_path):
     from diffuser.collect.behaviour import export_levels
 
-    run = tmp_path / "run"
     returns = {1000: 50.0, 2000: 310.0, 3000: 700.0, 4000: 1000.0, 5000: 900.0}  # medium: 1000/3 -> step 2000
-    with open(tmp_path / "log.jsonl", "w") as log:
-        for k, (step, ret) in enumerate(returns.items()):
-            actor = _random_actor(k)
-            actor.card.train_steps, actor.card.eval_return = step, ret
-            save_policy(actor, run / "checkpoints" / f"step_{step:08d}")
-            log.write(json.dumps({"step": step, "eval_return": ret}) + "\n")
-    (tmp_path / "log.jsonl").rename(run / "log.jsonl")
-    n = 5000
-    arrays = {"observations": np.zeros((n, 11), np.float32), "next_observations": np.zeros((n, 11), np.float32),
-              "actions": np.zeros((n, 3), np.float32), "rewards": np.arange(n, dtype=np.float32),
-              "terminations": np.zeros(n, bool), "truncations": np.zeros(n, bool)}
-    np.savez(run / "replay.npz", **arrays)
+    run = _fake_run(tmp_path, returns)
     summary = export_levels(run, tmp_path / "out", eval_episodes=2, show_progress=False)
     assert summary["medium"]["step"] == 2000 and summary["expert"]["step"] == 4000
     medium = load_policy(tmp_path / "out" / "medium")

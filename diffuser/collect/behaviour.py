@@ -317,8 +317,9 @@ def export_levels(run_dir: str | os.PathLike, out_dir: str | os.PathLike, eval_e
     medium_rule = ("forced with --medium-step" if medium_step is not None else
                    f"checkpoint closest to {MEDIUM_FRACTION:.3f} x expert's checkpoint return")
     summary: dict[str, Any] = {"run_dir": str(run)}
+    noisy_by_step = {str(k): v for k, v in noisy.items()}  # JSON keys
     if noisy:
-        summary["expert_noisy_returns"] = {str(k): v for k, v in noisy.items()}
+        summary["expert_noisy_returns"] = noisy_by_step
     for level, rec in (("medium", medium), ("expert", expert)):
         actor = load_policy(run / "checkpoints" / f"step_{rec['step']:08d}")
         card = actor.card
@@ -332,7 +333,7 @@ def export_levels(run_dir: str | os.PathLike, out_dir: str | os.PathLike, eval_e
                       "checkpoint_eval_episodes": card.eval_episodes, "eval_seed": seed,
                       "pick": expert_rule if level == "expert" else medium_rule}
         if level == "expert" and noisy:
-            card.extra["noisy_returns_of_candidates"] = {str(k): v for k, v in noisy.items()}
+            card.extra["noisy_returns_of_candidates"] = noisy_by_step
         card.eval_return, card.eval_return_std = float(returns.mean()), float(returns.std())
         card.eval_episodes = eval_episodes
         save_policy(actor, out / level)
