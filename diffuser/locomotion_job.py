@@ -164,16 +164,19 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
             with atomic_path(out / f"trace_{guide}.json") as tmp:  # re-render with scripts/rollout_video.py
                 tmp.write_text(json.dumps({"env_id": env_id, "horizon": planner.horizon, **trace}))
             figures_written += _rollout_figures(env_id, trace, out / f"rollout_{guide}.mp4", planner.horizon)
+    fit = None  # held-out R² / MAE of the value function at a few noise levels, kept with the scores
     if figures and loaded_value is not None:
         from diffuser.viz.values import plot_value_fit
 
-        figures_written.append(str(plot_value_fit(loaded_value, out / "value_fit.png")))
+        fit_plot = plot_value_fit(loaded_value, out / "value_fit.png")
+        figures_written.append(str(fit_plot))
+        fit = json.loads(Path(fit_plot).with_suffix(".json").read_text())
 
     report = {"job": "locomotion", "env": env_name, "env_id": env_id, "level": level, "dataset": dataset_id,
               "dataset_version": dataset_version,
               "git_commit": commit, "device": str(device), "training": training, "seeds": [int(s) for s in seeds],
               "episodes_per_seed": episodes, "reference_scores": {"min": refs[0], "max": refs[1], "d4rl": d4rl},
-              "dataset_average": dataset_average(dataset_id, refs, d4rl), "results": results,
+              "dataset_average": dataset_average(dataset_id, refs, d4rl), "value_fit": fit, "results": results,
               "figures": figures_written, "command": command, "max_episode_steps": max_episode_steps,
               "compiled": compile}
     with atomic_path(out / "locomotion.json") as tmp:
@@ -238,6 +241,8 @@ def record_locomotion(report: dict, path: str | Path) -> None:
         row.clear()
     row["dataset"], row["dataset_average"] = report["dataset"], report["dataset_average"]
     row["reference_scores"], row["training"] = report["reference_scores"], report["training"]
+    if report.get("value_fit"):  # a run without figures keeps the fit measured on the same models before
+        row["value_fit"] = report["value_fit"]
     for guide, r in report["results"].items():
         row[guide] = {k: r[k] for k in ("score", "score_se", "return", "return_se", "length", "fell", "episodes",
                                         "seed_scores", "planner", "plan_seconds") if k in r}

@@ -30,6 +30,16 @@ def test_record_keeps_other_guides_of_the_same_models_and_drops_those_of_other_m
     assert row["cfg"]["score"] == 80.0 and "value" not in row and "none" not in row  # new models: a fresh row
 
 
+def test_record_keeps_the_value_fit_of_its_models(tmp_path):
+    path = tmp_path / "locomotion.json"
+    fit = {"held_out": True, "0": {"r2": 0.9, "mae": 3.0}}
+    record_locomotion({**_report(_training("aaa"), {"value": 60.0}), "value_fit": fit}, path)
+    record_locomotion({**_report(_training("aaa"), {"none": 40.0}), "value_fit": None}, path)  # --no-figures
+    assert json.loads(path.read_text())["rows"]["hopper-medium"]["value_fit"] == fit  # same models: kept
+    record_locomotion(_report(_training("bbb"), {"none": 40.0}), path)
+    assert "value_fit" not in json.loads(path.read_text())["rows"]["hopper-medium"]  # other models: gone
+
+
 def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"one")
     first = weights_fingerprint(tmp_path)
