@@ -1,6 +1,8 @@
 """results/locomotion.json merging: one row per env × dataset, never mixing models of two trainings."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,22 @@ def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     assert weights_fingerprint(tmp_path / "run") == weights_fingerprint(tmp_path)  # a run dir: its checkpoint/
     with pytest.raises(FileNotFoundError, match="safetensors"):
         weights_fingerprint(tmp_path / "run" / "nothing")
+
+
+def _cell(score: float, seeds: int = 3, scale: float = 0.1) -> dict:
+    return {"score": score, "score_se": 1.0, "seeds": list(range(seeds)), "planner": {"scale": scale}}
+
+
+def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
+    spec = importlib.util.spec_from_file_location(
+        "locomotion_table", Path(__file__).resolve().parents[1] / "scripts" / "locomotion_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    row = {"dataset_average": {"score": 50.0}, "value": _cell(55.0), "cfg": _cell(99.0, seeds=1), "none": _cell(52.0)}
+    line = table._target_line("hopper-medium", row)
+    assert "55.0 ± 1.0 (value guidance)" in line and "**met**" in line and "yes (52.0)" in line  # 1-seed cfg ignored
+    assert "missed" in table._target_line("hopper-medium-expert", row)  # 55 < 90: not within 10 % of the expert
+    row["value"] = _cell(91.0, scale=0.0)
+    line = table._target_line("walker2d-medium-expert-v1", row)
+    assert "value ranking, scale 0" in line and "**met**" in line
+    assert "no guided cell" in table._target_line("x-medium", {"dataset_average": {"score": 1.0}, "cfg": _cell(5.0, 1)})
