@@ -8,7 +8,7 @@ It is fully convolutional in time, so one set of weights serves every horizon di
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -23,6 +23,7 @@ from .layers import (
     SinusoidalPosEmb,
     Upsample1d,
 )
+from .net_config import NetConfig
 
 __all__ = ["UNetConfig", "TemporalUnet"]
 
@@ -30,7 +31,7 @@ _GROUPS = 8  # GroupNorm groups in every block, as in the paper
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(NetConfig):
     """Size and options of a :class:`TemporalUnet`. JSON-friendly through ``to_dict``/``from_dict``."""
 
     dim: int = 32  # base channel width; also the size of the step embedding (multiple of 8)
@@ -69,21 +70,6 @@ class UNetConfig:
             )
         if not isinstance(self.cond_dim, int) or self.cond_dim < 0:
             raise ValueError(f"UNetConfig.cond_dim must be an int >= 0 (0 = unconditional), got {self.cond_dim!r}")
-
-    def to_dict(self) -> dict:
-        """Plain dict of JSON types (``dim_mults`` as a list)."""
-        d = asdict(self)
-        d["dim_mults"] = list(self.dim_mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 class TemporalUnet(nn.Module):

@@ -12,13 +12,14 @@ and failed for some horizons, e.g. H=32 with dim_mults=(1, 4, 8)).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import Downsample1d, Mish, ResidualTemporalBlock, SinusoidalPosEmb
+from .net_config import NetConfig
 
 __all__ = ["ValueConfig", "ValueNet"]
 
@@ -26,7 +27,7 @@ _GROUPS = 8  # GroupNorm groups in every block, as in the paper
 
 
 @dataclass
-class ValueConfig:
+class ValueConfig(NetConfig):
     """Size of a :class:`ValueNet`. JSON-friendly through ``to_dict``/``from_dict``."""
 
     dim: int = 32  # base channel width; also the size of the step embedding (multiple of 8)
@@ -57,21 +58,6 @@ class ValueConfig:
             raise ValueError(f"ValueConfig.kernel_size must be a positive odd int, got {self.kernel_size!r}")
         if not isinstance(self.out_dim, int) or self.out_dim <= 0:
             raise ValueError(f"ValueConfig.out_dim must be a positive int, got {self.out_dim!r}")
-
-    def to_dict(self) -> dict:
-        """Plain dict of JSON types (``dim_mults`` as a list)."""
-        d = asdict(self)
-        d["dim_mults"] = list(self.dim_mults)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ValueConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ValueConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 def _downsampled_length(length: int, down: nn.Conv1d) -> int:
