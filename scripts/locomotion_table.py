@@ -62,7 +62,7 @@ def _target_line(key: str, row: dict) -> str:
     name = dict(GUIDES)[best]
     if best == "value" and guided[best]["planner"].get("scale") == 0:
         name = "value ranking, scale 0"  # candidates ranked by the value function, no gradient
-    if key.split("-v")[0].endswith("medium-expert"):
+    if key.removesuffix(f"-{_version(key)}").endswith("medium-expert"):  # the level, without a version suffix
         goal, met = "≥ 90 (expert 100)", score >= 90.0
     else:
         goal, met = f"> data {data:.1f}", score > data
