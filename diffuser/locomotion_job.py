@@ -143,6 +143,7 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     if compile:
         compile_for_planning(loaded_model, loaded_value)
     training["diffusion"]["horizon"] = loaded_model.model.horizon  # the plans' length, part of the recipe
+    training["diffusion"]["discount"] = loaded_model.config.get("data", {}).get("discount")  # returns' reach (value's too)
 
     base = plan_config or LocomotionPlanConfig()
     results, figures_written = {}, []

@@ -33,7 +33,8 @@ def _solver(p: dict) -> str:
 
 def _planner(row: dict) -> str:
     """The row's sampler: one description when every guide used it (e.g. DDIM 5), else one per guide;
-    then the horizon and the value guide's scale where they are not the defaults (32, 1)."""
+    then the horizon, the return discount and the value guide's scale where they are not the defaults (32,
+    0.99, 1)."""
     groups: dict[str, list[str]] = {}  # sampler -> the guides that used it
     for g, name in GUIDES:
         if g in row:
@@ -41,8 +42,10 @@ def _planner(row: dict) -> str:
     text = next(iter(groups)) if len(groups) == 1 else "; ".join(f"{', '.join(gs)}: {d}" for d, gs in groups.items())
     # Rows recorded before the horizon was stored all used the fast config's H 32 (no override in their commands).
     horizon = row["training"]["diffusion"].get("horizon", 32)
+    discount = row["training"]["diffusion"].get("discount") or 0.99  # likewise for the discount
     scale = row["value"]["planner"].get("scale", 1.0) if "value" in row else 1.0
-    return text + (f", H {horizon}" if horizon != 32 else "") + (f", value scale {scale:g}" if scale != 1.0 else "")
+    return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
+            + (f", value scale {scale:g}" if scale != 1.0 else ""))
 
 
 def _version(key: str) -> str:

@@ -58,11 +58,16 @@ def _cell(score: float, seeds: int = 3, scale: float = 0.1) -> dict:
     return {"score": score, "score_se": 1.0, "seeds": list(range(seeds)), "planner": {"scale": scale}}
 
 
-def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
+def _table_script():
     spec = importlib.util.spec_from_file_location(
         "locomotion_table", Path(__file__).resolve().parents[1] / "scripts" / "locomotion_table.py")
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
+    return table
+
+
+def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
+    table = _table_script()
     row = {"dataset_average": {"score": 50.0}, "value": _cell(55.0), "cfg": _cell(99.0, seeds=1), "none": _cell(52.0)}
     line = table._target_line("hopper-medium", row)
     assert "55.0 ± 1.0 (value guidance)" in line and "**met**" in line and "yes (52.0)" in line  # 1-seed cfg ignored
@@ -71,3 +76,14 @@ def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
     line = table._target_line("walker2d-medium-expert-v1", row)
     assert "value ranking, scale 0" in line and "**met**" in line
     assert "no guided cell" in table._target_line("x-medium", {"dataset_average": {"score": 1.0}, "cfg": _cell(5.0, 1)})
+
+
+def test_planner_column_names_the_horizon_and_discount_only_where_not_the_defaults():
+    table = _table_script()
+    planner = {"sampler": "dpmpp", "sampler_steps": 3, "warm_level": 0.67, "scale": 0.1}
+    row = {"training": {"diffusion": {}}, "value": {"planner": planner}, "none": {"planner": planner}}
+    assert table._planner(row) == "DPM-Solver++ 3 warm 0.67, value scale 0.1"  # rows from before H and γ were stored
+    row["training"]["diffusion"] = {"horizon": 32, "discount": 0.99}
+    assert table._planner(row) == "DPM-Solver++ 3 warm 0.67, value scale 0.1"
+    row["training"]["diffusion"] = {"horizon": 4, "discount": 0.999}
+    assert table._planner(row) == "DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, value scale 0.1"
