@@ -317,11 +317,15 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
           "--candidates", "2", "--sampler-steps", "2", "--warm-level", "0.5", "--max-episode-steps", "6", "--out", str(out), "--no-figures",
           "--record", str(tmp_path / "table.json"),
           "trainer.steps=3", "trainer.batch_size=8", "trainer.val_every=0", "trainer.save_every=0",
-          "trainer.ema_start=0", "model.dim=8", "data.horizon=8", "value:trainer.steps=3", "value:trainer.batch_size=8",
+          "trainer.ema_start=0", "model.dim=8", "data.horizon=8", "data.discount=0.995",
+          "value:trainer.steps=3", "value:trainer.batch_size=8",
           "value:trainer.val_every=0", "value:trainer.save_every=0", "value:value.dim=16", "value:trainer.ema_start=0"])
     report = json.loads((out / "locomotion.json").read_text())
     assert set(report["results"]) == {"value", "cfg", "none"}
     assert report["training"]["diffusion"]["horizon"] == 8  # the override reached the model and the record
+    assert report["training"]["diffusion"]["discount"] == 0.995  # likewise the returns' discount...
+    from diffuser.pretrained import load_value
+    assert load_value(report["training"]["value"]["checkpoint"]).config["discount"] == 0.995  # ...and the value function's
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
         assert r["planner"]["warm_level"] == 0.5
@@ -334,13 +338,13 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
     row = table["rows"]["hopper-medium"]
-    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8"
+    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8, γ 0.995"
     # Guides recorded with different samplers (a value row re-run) are named apart; a value scale other
     # than 1 is named once.
     rerun = {**row, "value": {**row["value"], "planner": {**row["value"]["planner"], "scale": 0.1,
                                                            "sampler": "dpmpp", "sampler_steps": 3}}}
     assert table_script._planner(rerun) == ("value guidance: DPM-Solver++ 3 warm 0.5; "
-                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, value scale 0.1")
+                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, γ 0.995, value scale 0.1")
     assert [table_script._version(k) for k in ("hopper-medium", "hopper-medium-v1", "walker2d-medium-replay-v12")] \
         == ["v0", "v1", "v12"]
 
