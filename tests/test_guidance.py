@@ -324,7 +324,6 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     assert set(report["results"]) == {"value", "cfg", "none"}
     assert report["training"]["diffusion"]["horizon"] == 8  # the override reached the model and the record
     assert report["training"]["diffusion"]["discount"] == 0.995  # likewise the returns' discount...
-    from diffuser.pretrained import load_value
     assert load_value(report["training"]["value"]["checkpoint"]).config["discount"] == 0.995  # ...and the value function's
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
