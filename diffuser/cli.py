@@ -333,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")
     p.add_argument("--dataset-version", default="v0",
                    help="dataset set: diffuser/mujoco/<env>/<level>-<version> (default v0, from assets/policies)")
-    p.add_argument("--policy-dir", help="behaviour policies to collect a missing dataset from (default "
-                                        "assets/policies), e.g. assets/policies_v1 with --dataset-version v1")
+    p.add_argument("--policy-dir", help="behaviour policies to collect a missing dataset from (default: the "
+                                        "version's set, assets/policies for v0, assets/policies_vN for vN)")
     p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
     p.add_argument("--out", help="output folder (default runs/locomotion/<env>-<level>)")
     p.add_argument("--no-figures", action="store_true", help="skip the video and plots")

@@ -34,8 +34,9 @@ __all__ = ["ensure_locomotion_dataset", "train_locomotion", "dataset_average", "
 def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None, version: str = "v0",
                               policy_dir: str | None = None) -> str:
     """The local dataset id of ``env``/``level``/``version``, collected (with its prerequisites) when absent,
-    from the policies in ``policy_dir`` (default ``assets/policies``)."""
-    from diffuser.collect.locomotion import collect_locomotion, default_dataset_id
+    from the policies in ``policy_dir`` (default: the version's own set, ``assets/policies`` for v0 and
+    ``assets/policies_vN`` for vN)."""
+    from diffuser.collect.locomotion import collect_locomotion, default_dataset_id, default_policy_dir
     from diffuser.data.minari_io import dataset_path
     from diffuser.maze_job import dataset_lock
 
@@ -48,7 +49,8 @@ def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None, ve
         if not present(level_):
             with dataset_lock(dataset_id):
                 if not present(level_):
-                    print(f"{dataset_id} is not here yet: collecting it")
+                    policy_dir = policy_dir if policy_dir is not None else default_policy_dir(version)
+                    print(f"{dataset_id} is not here yet: collecting it from {policy_dir}")
                     kwargs = {} if level_ in ("medium-replay", "medium-expert") or steps is None else {"steps": steps}
                     collect_locomotion(env=env, level=level_, dataset_id=dataset_id, policy_dir=policy_dir, **kwargs)
     return default_dataset_id(env, level, version)

@@ -353,3 +353,16 @@ def test_a_dataset_version_is_collected_from_its_own_policies_and_recorded_apart
                            "dataset_average": {}, "reference_scores": {}, "training": {}, "results": {"none": result},
                            "seeds": [0], "git_commit": None, "command": None}, table)
     assert set(json.loads(table.read_text())["rows"]) == {"hopper-medium", "hopper-medium-v1"}
+
+
+def test_a_missing_versioned_dataset_defaults_to_that_versions_policies(store):
+    """Without --policy-dir a missing vN dataset comes from assets/policies_vN, never from v0's policies,
+    and a version without a policy set is a clear error before anything is collected."""
+    from diffuser.collect.locomotion import DEFAULT_POLICY_DIR, default_policy_dir
+    from diffuser.locomotion_job import ensure_locomotion_dataset
+
+    assert default_policy_dir("v0") == DEFAULT_POLICY_DIR
+    assert default_policy_dir("v1") == DEFAULT_POLICY_DIR.parent / "policies_v1"
+    with pytest.raises(FileNotFoundError, match="--policy-dir"):
+        ensure_locomotion_dataset("hopper", "medium-replay", version="v9")
+    assert not (store / "diffuser/mujoco/hopper/medium-replay-v9").exists()

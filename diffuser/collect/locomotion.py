@@ -40,6 +40,7 @@ from diffuser.collect.behaviour import REPLAY_KEYS, env_id_for, env_name_for, ex
 from diffuser.collect.policy import MLPActor, PolicyError, load_policy
 
 __all__ = ["LEVELS", "DEFAULT_NAMESPACE", "DEFAULT_POLICY_DIR", "LocomotionReport", "default_dataset_id",
+           "default_policy_dir",
            "collect_locomotion_report", "collect_locomotion", "locomotion_reference_scores", "rollout",
            "replay_episodes"]
 
@@ -47,6 +48,19 @@ LEVELS = ("medium", "expert", "medium-replay", "medium-expert")
 DEFAULT_NAMESPACE = "diffuser/mujoco"
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "assets" / "policies"
 REF_SEED = 10_000_000  # reference-score episodes: disjoint from any collection seed used here
+
+
+def default_policy_dir(version: str = "v0") -> Path:
+    """The policy set a dataset version is made from: ``assets/policies`` for v0, ``assets/policies_vN``
+    for vN. Tying the two keeps a missing ``-v1`` dataset from being collected with the v0 policies."""
+    if not re.fullmatch(r"v\d+", version):
+        raise ValueError(f"dataset version must look like v0, v1, ...; got {version!r}")
+    path = DEFAULT_POLICY_DIR if version == "v0" else DEFAULT_POLICY_DIR.with_name(f"policies_{version}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"no policy set for dataset version {version} at {path}: pass the folder its "
+                                f"datasets are made from (--policy-dir DIR), or train one with "
+                                f"`diffuser collect train-policy`")
+    return path
 
 
 def default_dataset_id(env: str, level: str, version: str = "v0") -> str:
