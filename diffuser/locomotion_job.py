@@ -51,7 +51,10 @@ def ensure_locomotion_dataset(env: str, level: str, steps: int | None = None, ve
                 if not present(level_):
                     policy_dir = policy_dir if policy_dir is not None else default_policy_dir(version)
                     print(f"{dataset_id} is not here yet: collecting it from {policy_dir}")
-                    kwargs = {} if level_ in ("medium-replay", "medium-expert") or steps is None else {"steps": steps}
+                    if level_ == "medium-replay":  # None: the whole buffer, as `diffuser collect locomotion` takes it
+                        kwargs = {"steps": steps}
+                    else:  # medium-expert concatenates; medium and expert keep the collector's default size
+                        kwargs = {} if level_ == "medium-expert" or steps is None else {"steps": steps}
                     collect_locomotion(env=env, level=level_, dataset_id=dataset_id, policy_dir=policy_dir, **kwargs)
     return default_dataset_id(env, level, version)
 

@@ -366,3 +366,16 @@ def test_a_missing_versioned_dataset_defaults_to_that_versions_policies(store):
     with pytest.raises(FileNotFoundError, match="--policy-dir"):
         ensure_locomotion_dataset("hopper", "medium-replay", version="v9")
     assert not (store / "diffuser/mujoco/hopper/medium-replay-v9").exists()
+
+
+def test_the_plan_job_collects_the_whole_replay_buffer_like_the_collect_command(store, policies, monkeypatch):
+    """A missing medium-replay dataset holds the whole buffer (collect_locomotion's 200,000-step default
+    would cut a longer one), and --dataset-steps still caps it."""
+    import diffuser.collect.locomotion as loco
+    from diffuser.locomotion_job import ensure_locomotion_dataset
+
+    calls = []
+    monkeypatch.setattr(loco, "collect_locomotion", lambda **kw: calls.append(kw))
+    ensure_locomotion_dataset("hopper", "medium-replay", version="v1", policy_dir=str(policies))
+    ensure_locomotion_dataset("hopper", "medium-replay", steps=500, version="v1", policy_dir=str(policies))
+    assert [c["steps"] for c in calls] == [None, 500]
