@@ -50,11 +50,15 @@ DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "assets" / "policies"
 REF_SEED = 10_000_000  # reference-score episodes: disjoint from any collection seed used here
 
 
+def _check_version(version: str) -> None:
+    if not re.fullmatch(r"v\d+", version):
+        raise ValueError(f"dataset version must look like v0, v1, ...; got {version!r}")
+
+
 def default_policy_dir(version: str = "v0") -> Path:
     """The policy set a dataset version is made from: ``assets/policies`` for v0, ``assets/policies_vN``
     for vN. Tying the two keeps a missing ``-v1`` dataset from being collected with the v0 policies."""
-    if not re.fullmatch(r"v\d+", version):
-        raise ValueError(f"dataset version must look like v0, v1, ...; got {version!r}")
+    _check_version(version)
     path = DEFAULT_POLICY_DIR if version == "v0" else DEFAULT_POLICY_DIR.with_name(f"policies_{version}")
     if not path.is_dir():
         raise FileNotFoundError(f"no policy set for dataset version {version} at {path}: pass the folder its "
@@ -69,8 +73,7 @@ def default_dataset_id(env: str, level: str, version: str = "v0") -> str:
     ``v0`` is the set made from ``assets/policies``; another version names datasets made from another
     policy set (``--policy-dir``), so the two never overwrite each other.
     """
-    if not re.fullmatch(r"v\d+", version):
-        raise ValueError(f"dataset version must look like v0, v1, ...; got {version!r}")
+    _check_version(version)
     return f"{DEFAULT_NAMESPACE}/{env_name_for(env)}/{level}-{version}"
 
 
