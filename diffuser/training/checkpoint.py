@@ -40,6 +40,7 @@ __all__ = [
     "load_export",
     "load_resume",
     "restore_rng_state",
+    "resume_position",
     "save_export",
     "save_resume",
 ]
@@ -279,3 +280,27 @@ def load_resume(path: str | os.PathLike, map_location: str | torch.device = "cpu
             f"{RESUME_FORMAT_VERSION}"
         )
     return payload["state"]
+
+
+def resume_position(state: dict[str, Any], *, batch_size: int, grad_accumulation: int, world_size: int,
+                    seed: int, dataset_len: int) -> tuple[int, list[str]]:
+    """Where a resumed run's data order continues (stream items consumed), and what differs from the
+    saved run among the things that decide the data order and the random draws (others, such as ``lr``
+    or ``steps``, may change freely): empty when the continuation matches an uninterrupted run."""
+    saved = state["config"]
+    changed = []
+    if "items_consumed" in state:
+        items = int(state["items_consumed"])
+    else:  # written before the data order was counted in items (and dropped each epoch's ragged end)
+        items = int(state["batches_consumed"]) * int(saved["batch_size"])
+        changed.append("data-order format (older resume state)")
+    saved_world = int(state.get("world_size", 1))
+    saved_global = saved.get("batch_size", 0) * saved_world * saved.get("grad_accumulation", 1)
+    global_batch = batch_size * world_size * grad_accumulation
+    if saved_global != global_batch:
+        changed.append(f"global batch {saved_global} -> {global_batch}")
+    if saved.get("seed") != seed:
+        changed.append("seed")
+    if state.get("dataset_len") != dataset_len:
+        changed.append(f"dataset size {state.get('dataset_len')} -> {dataset_len}")
+    return items, changed

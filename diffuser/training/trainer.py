@@ -34,7 +34,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,81 +48,24 @@ from diffuser.training.checkpoint import (
     capture_rng_state,
     load_resume,
     restore_rng_state,
+    resume_position,
     save_export,
     save_resume,
 )
 from diffuser.training.data_order import ShardedBatchSampler
 from diffuser.training.ema import EMA
 from diffuser.training.logging import Logger, NullLogger, make_logger
+from diffuser.training.trainer_config import TrainerConfig
 from diffuser.utils import git_commit, progress, resolve_device, seed_everything
 
 __all__ = ["NonFiniteLossError", "Trainer", "TrainerConfig"]
 
-OPTIMIZERS = ("adam", "adamw")
 ExportFn = Callable[[nn.Module, int], "tuple[dict[str, torch.Tensor], dict[str, Any]]"]
 _VAL_SEED_OFFSET = 1_000_003  # validation noise comes from its own seed, fixed across evaluations
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf; training stopped before the optimizer step."""
-
-
-@dataclass
-class TrainerConfig:
-    """Training hyper-parameters. Defaults follow the original Diffuser except ``grad_accumulation``
-    (it used 2) and ``grad_clip`` (it used none)."""
-
-    steps: int = 10000  # total optimizer steps; a resumed run continues up to this count
-    batch_size: int = 32  # items per micro-batch *per process* (N processes: global batch N * batch_size)
-    lr: float = 2e-4  # learning rate (constant)
-    optimizer: str = "adam"  # "adam" or "adamw"
-    weight_decay: float = 0.0  # L2 penalty for adam, decoupled decay for adamw
-    grad_clip: float | None = 1.0  # max global gradient norm; None or 0 turns clipping off
-    grad_accumulation: int = 1  # micro-batches per optimizer step (effective batch = batch_size * this)
-    ema_decay: float = 0.995  # EMA weight of the old average at each EMA update
-    ema_start: int = 2000  # before this step the EMA copies the weights instead of averaging
-    ema_every: int = 10  # average every this many optimizer steps
-    val_every: int = 1000  # validation loss every this many steps (0 = never; needs a val_dataset)
-    val_batches: int = 10  # fixed random batches of the val_dataset scored at each validation
-    log_every: int = 100  # log means over this many steps
-    save_every: int = 5000  # resume state + export every this many steps (0 = only at the end)
-    num_workers: int = 0  # DataLoader worker processes (0 = load in the main process)
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    seed: int = 0  # seeds python/numpy/torch and the data order (rank r's noise: seed + r * 1_000_003)
-    deterministic: bool = False  # deterministic torch kernels (slower on GPU; see seed_everything)
-    progress: bool = True  # tqdm bar (shown only on a terminal; DIFFUSER_PROGRESS=0/1 overrides)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        def need(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"TrainerConfig.{name} must be {rule}, got {getattr(self, name)!r}")
-
-        for name in ("steps", "batch_size", "grad_accumulation", "ema_every", "val_batches", "log_every"):
-            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("ema_start", "val_every", "save_every", "num_workers"):
-            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
-        need(_is_int(self.seed), "seed", "an integer")
-        need(_is_number(self.lr) and self.lr > 0, "lr", "a number > 0")
-        need(_is_number(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
-        need(_is_number(self.ema_decay) and 0 <= self.ema_decay <= 1, "ema_decay", "in [0, 1]")
-        need(self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip >= 0),
-             "grad_clip", "None or a number >= 0")
-        if not isinstance(self.optimizer, str) or self.optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(
-                f"unknown TrainerConfig.optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}"
-            )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class _LossForward(nn.Module):
@@ -292,23 +235,10 @@ class Trainer:
         for group in self.optimizer.param_groups:  # the saved ones came back; the current config decides
             group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.step = int(state["step"])
-        saved_cfg, cfg = state["config"], self.config
-        saved_world = int(state.get("world_size", 1))
-        changed = []
-        if "items_consumed" in state:
-            self._items_consumed = int(state["items_consumed"])
-        else:  # written before the data order was counted in items (and dropped each epoch's ragged end)
-            self._items_consumed = int(state["batches_consumed"]) * int(saved_cfg["batch_size"])
-            changed.append("data-order format (older resume state)")
-        # These decide the data order and random draws; others (lr, steps, ...) may change freely.
-        saved_global = saved_cfg.get("batch_size", 0) * saved_world * saved_cfg.get("grad_accumulation", 1)
-        global_batch = cfg.batch_size * self.dist.world_size * cfg.grad_accumulation
-        if saved_global != global_batch:
-            changed.append(f"global batch {saved_global} -> {global_batch}")
-        if saved_cfg.get("seed") != cfg.seed:
-            changed.append("seed")
-        if state.get("dataset_len") != len(self.train_dataset):
-            changed.append(f"dataset size {state.get('dataset_len')} -> {len(self.train_dataset)}")
+        cfg = self.config
+        self._items_consumed, changed = resume_position(
+            state, batch_size=cfg.batch_size, grad_accumulation=cfg.grad_accumulation,
+            world_size=self.dist.world_size, seed=cfg.seed, dataset_len=len(self.train_dataset))
         if changed and self.dist.is_main:
             warnings.warn(f"resuming {path} with a different {', '.join(changed)}: the run continues, "
                           "but not as the original would have", stacklevel=2)
