@@ -117,42 +117,6 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(out_dir=args.out, steps=args.steps, seed=args.seed, device=args.device, overrides=args.overrides)
 
 
-def _cmd_plan(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from diffuser.diffusion.samplers import make_sampler
-    from diffuser.planning.planner import Planner
-    from diffuser.pretrained import load_model
-    from diffuser.utils import resolve_device
-
-    loaded = load_model(args.checkpoint, device=resolve_device(args.device))
-    planner = Planner(loaded.model, loaded.normalizer,
-                      sampler=make_sampler(args.sampler, args.steps if args.sampler != "ddpm" else None))
-    start = np.array([float(v) for v in args.start.split(",")])
-    goal = None if args.goal is None else np.array([float(v) for v in args.goal.split(",")])
-    goal_dims = None if args.goal_dims is None else [int(d) for d in args.goal_dims.split(",")]
-    plan = planner.plan(start, goal, goal_dims=goal_dims, horizon=args.horizon, seed=args.seed)
-    out = {"states": plan.states[0].tolist(), "actions": plan.actions[0].tolist()}
-    text = json.dumps(out)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"plan written to {args.out}")
-    else:
-        print(text)
-
-
-def _cmd_plan_maze(args: argparse.Namespace) -> None:
-    from diffuser.maze_job import run_maze_job
-    from diffuser.planning.maze import MazePlanConfig
-
-    plan_config = MazePlanConfig(num_candidates=args.candidates, horizon=args.horizon, sampler=args.sampler,
-                                 sampler_steps=args.sampler_steps, replan_every=args.replan_every,
-                                 replan_drift=args.replan_drift, warm_level=args.warm_level)
-    run_maze_job(maze=args.maze, out_dir=args.out, checkpoint=args.checkpoint, protocols=args.protocols,
-                 seeds=args.seeds, episodes_per_seed=args.episodes, plan_config=plan_config, device=args.device,
-                 overrides=args.overrides, record=args.record, train=args.train)
-
-
 def _cmd_bench(args: argparse.Namespace) -> None:
     if args.suite == "locomotion":
         from diffuser.benchmark_locomotion import markdown, run_locomotion_benchmark
@@ -218,25 +182,6 @@ def _cmd_compose(args: argparse.Namespace) -> None:
     print(f"{key} written to {path}")
 
 
-def _cmd_plan_locomotion(args: argparse.Namespace) -> None:
-    from diffuser.locomotion_job import run_locomotion_job
-    from diffuser.planning.locomotion import LocomotionPlanConfig, sampler_steps_or_default
-
-    config = LocomotionPlanConfig(scale=args.scale, n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad,
-                                  cfg_weight=args.cfg_weight, target_return=args.target_return,
-                                  candidates=args.candidates, sampler=args.sampler,
-                                  sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
-                                  execute=args.execute, select=args.select, warm_level=args.warm_level)
-    value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
-    overrides = [o for o in args.overrides if not o.startswith("value:")]
-    run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
-                       guides=args.guides, seeds=args.seeds, episodes=args.episodes, plan_config=config,
-                       device=args.device, overrides=overrides, value_overrides=value_overrides, record=args.record,
-                       max_episode_steps=args.max_episode_steps, dataset_steps=args.dataset_steps,
-                       figures=not args.no_figures, compile=args.compile,
-                       dataset_version=args.dataset_version, policy_dir=args.policy_dir)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffuser", description="Planning with trajectory diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,86 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides of the training config, e.g. model.dim=32")
     p.set_defaults(func=_cmd_demo)
-
-    plan = sub.add_parser("plan", help="plan: the maze job, or one plan from a checkpoint")
-    plan_sub = plan.add_subparsers(dest="plan_command", required=True)
-    p = plan_sub.add_parser("maze", help="the main job: generate data if absent, train (or take the shipped "
-                                                    "checkpoint), evaluate in the maze")
-    p.add_argument("--maze", default="umaze", choices=["umaze", "medium", "large"])
-    p.add_argument("--checkpoint", help="evaluate this export instead of training (trained on the same maze)")
-    p.add_argument("--train", action="store_true",
-                   help="train the fast config even where the project ships a checkpoint for the maze")
-    p.add_argument("--out", help="output folder (default runs/maze/<maze>)")
-    p.add_argument("--protocols", nargs="+", default=["single", "multi"], choices=["single", "multi"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002], help="evaluation seeds")
-    p.add_argument("--episodes", type=int, default=20, help="episodes per seed and protocol")
-    p.add_argument("--candidates", type=int, default=4, help="plans sampled per episode; the best is kept")
-    p.add_argument("--horizon", type=int, help="planned states (default: the training horizon)")
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpmpp"])
-    p.add_argument("--sampler-steps", type=int, help="network calls per plan for ddim / dpmpp")
-    p.add_argument("--replan-every", type=int, default=0, help="env steps between plans (0: plan once)")
-    p.add_argument("--replan-drift", type=float, help="replan when this far from the tracked plan")
-    p.add_argument("--warm-level", type=float,
-                   help="replans start from the previous plan, noised to this share of the steps (0-1)")
-    p.add_argument("--record", help="merge the scores into this results table, e.g. results/maze2d.json")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000")
-    p.set_defaults(func=_cmd_plan_maze)
-
-    p = plan_sub.add_parser("locomotion", help="reward-seeking planning: collect data if absent, train a "
-                                               "return-conditioned model and a value function, evaluate guides")
-    p.add_argument("--env", default="hopper", choices=["hopper", "walker2d", "halfcheetah"])
-    p.add_argument("--level", default="medium", choices=["medium", "expert", "medium-replay", "medium-expert"])
-    p.add_argument("--checkpoint", help="evaluate this diffusion export instead of training")
-    p.add_argument("--value", help="with --checkpoint: the value function trained for it")
-    p.add_argument("--guides", nargs="+", default=["value", "cfg", "none"], choices=["value", "cfg", "none"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="evaluation seeds")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per seed and guide")
-    p.add_argument("--scale", type=float, default=1.0, help="value guide scale (on standardised values)")
-    p.add_argument("--n-guide-steps", type=int, default=2)
-    p.add_argument("--t-stopgrad", type=int, default=2)
-    p.add_argument("--cfg-weight", type=float, default=1.5, help="classifier-free guidance weight w")
-    p.add_argument("--target-return", default="z0", help="CFG's target return: zK (K stds above the mean of the "
-                                                         "training windows' returns), max, q90, or a number")
-    p.add_argument("--candidates", type=int, default=16, help="plans per decision (ranked by the value function)")
-    p.add_argument("--sampler", default="ddim", choices=["ddpm", "ddim", "dpmpp"])
-    p.add_argument("--sampler-steps", type=int, help="network calls per plan for ddim / dpmpp (default 5; ddpm "
-                                                     "always takes every training step)")
-    p.add_argument("--execute", type=int, default=1, help="actions executed per plan before replanning")
-    p.add_argument("--warm-level", type=float, help="replans start from the previous plan shifted by --execute, "
-                                                    "noised to this share of the sampler's steps (0-1; default cold)")
-    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first"],
-                   help="which candidate to execute: value (highest predicted return of the final plans), guide "
-                        "(highest value at the value guide's last step: no extra network call), first, or auto "
-                        "(value for value guidance, first otherwise)")
-    p.add_argument("--max-episode-steps", type=int, help="shorter episodes than the env's 1000 (quick checks)")
-    p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")
-    p.add_argument("--dataset-version", default="v0",
-                   help="dataset set: diffuser/mujoco/<env>/<level>-<version> (default v0, from assets/policies)")
-    p.add_argument("--policy-dir", help="behaviour policies to collect a missing dataset from (default: the "
-                                        "version's set, assets/policies for v0, assets/policies_vN for vN)")
-    p.add_argument("--record", help="merge the scores into this results table, e.g. results/locomotion.json")
-    p.add_argument("--out", help="output folder (default runs/locomotion/<env>-<level>)")
-    p.add_argument("--no-figures", action="store_true", help="skip the video and plots")
-    p.add_argument("--compile", action="store_true", help="plan with torch.compile'd networks (same math; two to three "
-                                                          "minutes of compiling; no faster on the README's CPU)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000; "
-                                                "value:KEY=V for the value function's, e.g. value:trainer.steps=500")
-    p.set_defaults(func=_cmd_plan_locomotion)
-
-    p = plan_sub.add_parser("sample", help="sample one plan from a checkpoint")
-    p.add_argument("checkpoint", help="an export folder or a run folder containing checkpoint/")
-    p.add_argument("--start", required=True, help="comma-separated start state")
-    p.add_argument("--goal", help="comma-separated goal values for --goal-dims (default: all state dims)")
-    p.add_argument("--goal-dims", help="comma-separated state dims the goal fixes, e.g. 0,1")
-    p.add_argument("--horizon", type=int, help="plan length (default: the training horizon)")
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpmpp"])
-    p.add_argument("--steps", type=int, help="network calls for ddim / dpmpp")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="write the plan as JSON here")
-    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("bench", help="speed: train step and plan latency at the paper's configs; "
                                       "fast: score and latency vs solver steps and warm starts")
@@ -399,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/compose.json", help="results file (one key per experiment)")
     p.set_defaults(func=_cmd_compose)
 
-    for module, fn in [("diffuser.collect.cli", "add_collect_parser"), ("diffuser.data.cli", "add_datasets_parser")]:
+    for module, fn in [("diffuser.planning.cli", "add_plan_parser"), ("diffuser.collect.cli", "add_collect_parser"),
+                       ("diffuser.data.cli", "add_datasets_parser")]:
         # These modules import the simulators lazily, inside their handlers.
         getattr(__import__(module, fromlist=[fn]), fn)(sub)
     return parser
