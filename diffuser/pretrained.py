@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from diffuser.data.layout import TrajectoryLayout
 from diffuser.data.normalizers import TrajectoryNormalizer
 from diffuser.diffusion.model import DiffusionConfig, TrajectoryDiffusion
-from diffuser.diffusion.value import ValueFunction
+from diffuser.diffusion.value import ValueEnsemble, ValueFunction
 from diffuser.models.temporal_unet import TemporalUnet, UNetConfig
 from diffuser.models.value_net import ValueConfig, ValueNet
 from diffuser.training.checkpoint import CheckpointError, load_export
@@ -124,7 +124,7 @@ def export_value_state(value: ValueFunction, normalizer: TrajectoryNormalizer, v
 
 @dataclass
 class LoadedValue:
-    value: ValueFunction
+    value: ValueFunction | ValueEnsemble
     normalizer: TrajectoryNormalizer
     config: dict
 
@@ -145,6 +145,32 @@ def load_value(path: str | Path, device: str | torch.device = "cpu") -> LoadedVa
     return LoadedValue(value, normalizer, config)
 
 
+def load_values(paths: str | Path | Sequence[str | Path], device: str | torch.device = "cpu",
+                pessimism: float = 0.0) -> LoadedValue:
+    """One value function, or several trained for the same diffusion checkpoint read as a
+    :class:`~diffuser.diffusion.value.ValueEnsemble` (mean minus ``pessimism`` x spread)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if len(paths) == 1:
+        if pessimism:
+            raise ValueError("pessimism needs an ensemble: pass two or more value functions")
+        return load_value(paths[0], device)
+    loaded = [load_value(p, device) for p in paths]
+    first = loaded[0]
+    same = ("dataset", "discount", "termination_penalty", "diffusion_checkpoint")
+    for path, member in zip(paths[1:], loaded[1:]):
+        differ = [k for k in same if member.config.get(k) != first.config.get(k)]
+        a, b = first.normalizer.state_dict(), member.normalizer.state_dict()
+        if a.keys() != b.keys() or any(not torch.equal(a[k].cpu(), b[k].cpu()) for k in a):
+            differ.append("normalizer")
+        if differ:
+            raise ValueError(f"{path} differs from {paths[0]} in {', '.join(differ)}: an ensemble's value functions "
+                             "must be trained for the same diffusion checkpoint, only the seed differing "
+                             "(diffuser train-value checkpoint=<diffusion checkpoint> seed=N run_dir=...)")
+    ensemble = ValueEnsemble([m.value for m in loaded], pessimism).to(device).eval()
+    config = {**first.config, "members": [str(p) for p in paths], "pessimism": float(pessimism)}
+    return LoadedValue(ensemble, first.normalizer, config)
+
+
 def compile_for_planning(*loaded: LoadedModel | LoadedValue | None, backend: str = "inductor") -> None:
     """``torch.compile`` the networks of loaded models in place, for planning.
 
@@ -159,10 +185,15 @@ def compile_for_planning(*loaded: LoadedModel | LoadedValue | None, backend: str
     for item in loaded:
         if item is None:
             continue
-        owner, name = (item.model, "denoiser") if isinstance(item, LoadedModel) else (item.value, "network")
-        network = getattr(owner, name)
-        if not hasattr(network, "_orig_mod"):  # already an OptimizedModule
-            setattr(owner, name, torch.compile(network, backend=backend))
+        if isinstance(item, LoadedModel):
+            owners = [(item.model, "denoiser")]
+        else:
+            members = item.value.members if isinstance(item.value, ValueEnsemble) else [item.value]
+            owners = [(member, "network") for member in members]
+        for owner, name in owners:
+            network = getattr(owner, name)
+            if not hasattr(network, "_orig_mod"):  # already an OptimizedModule
+                setattr(owner, name, torch.compile(network, backend=backend))
 
 
 def _export_tensors(network: torch.nn.Module, normalizer: TrajectoryNormalizer) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from diffuser.data.minari_io import dataset_info
 from diffuser.envs.registry import D4RL_REF_SCORES
 from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes
 from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner, sampler_steps_or_default
-from diffuser.pretrained import load_model, load_value
+from diffuser.pretrained import load_model, load_values
 from diffuser.utils import atomic_path, git_commit
 from diffuser.viz.values import plot_guide_sweep
 
@@ -38,7 +38,10 @@ def _run_name(env: str, args) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--value", required=True)
+    p.add_argument("--value", required=True, nargs="+",
+                   help="the value function; several (trained for the same checkpoint, other seeds): an ensemble")
+    p.add_argument("--pessimism", type=float, default=0.0,
+                   help="ensemble: rank and guide by mean - pessimism x spread of the members' values")
     p.add_argument("--env", default="hopper")
     p.add_argument("--level", default="medium")
     p.add_argument("--dataset-version", default="v0", help="dataset diffuser/mujoco/<env>/<level>-vN (default v0)")
@@ -63,7 +66,7 @@ def main(argv=None) -> None:
     name = _run_name(env, args)
     info = dataset_info(dataset)
     refs = (info["ref_min_score"], info["ref_max_score"])
-    model, value = load_model(args.checkpoint, dataset=dataset), load_value(args.value)
+    model, value = load_model(args.checkpoint, dataset=dataset), load_values(args.value, pessimism=args.pessimism)
     if args.guide == "cfg":
         return cfg_sweep(args, env, env_id, dataset, refs, model, value)
     out = Path(args.out or f"results/guide_sweep_{name}.json")
@@ -98,7 +101,8 @@ def _write_sweep(rows, args, env, dataset, behaviour, out: Path, figure: Path, c
     drawn = rows + [{**r, "t_stopgrad": t} for r in unguided for t in args.t_stopgrad if t != r["t_stopgrad"]]
     plot_guide_sweep(drawn, figure, baseline=behaviour["score"],
                      title=f"{_run_name(env, args)}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
-    report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint, "value": args.value,
+    report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint,
+              "value": args.value[0] if len(args.value) == 1 else args.value,
               "args": vars(args), "git_commit": git_commit(), "command": "python " + " ".join(sys.argv),
               "complete": complete, "behaviour": behaviour, "rows": drawn, "figure": str(figure)}
     with atomic_path(out) as tmp:

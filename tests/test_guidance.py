@@ -20,11 +20,12 @@ from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.model import DiffusionConfig
 from diffuser.diffusion.samplers import DDIM, DDPM
 from diffuser.diffusion.schedules import NoiseSchedule
+from diffuser.diffusion.value import ValueEnsemble
 from diffuser.models.temporal_unet import UNetConfig
 from diffuser.models.value_net import ValueConfig
 from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner, check_value_matches
 from diffuser.pretrained import (build_diffusion, build_value, export_state, export_value_state, load_model,
-                                 load_value)
+                                 load_value, load_values)
 from diffuser.training.checkpoint import save_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,6 +228,57 @@ def test_planner_ranks_candidates_and_checks_the_environment(tmp_path):
         LocomotionPlanner(model, None, LocomotionPlanConfig(guide="value"))
     with pytest.raises(ValueError, match="unconditional"):
         LocomotionPlanner(model, None, LocomotionPlanConfig(guide="cfg"))
+
+
+def test_value_ensemble_is_the_members_mean_minus_pessimism_times_their_spread():
+    torch.manual_seed(0)
+    a, b = (build_value(LAYOUT, 8, SMALL_VALUE, 10, return_mean=3.0, return_std=2.0).eval() for _ in range(2))
+    x, t = torch.randn(5, 8, 5), torch.randint(0, 10, (5,))
+    with torch.no_grad():
+        va, vb = a(x, t), b(x, t)
+        assert not torch.allclose(va, vb)  # two seeds, two different value functions
+        torch.testing.assert_close(ValueEnsemble([a, b])(x, t), (va + vb) / 2)
+        # Two members: the population std is half their gap.
+        torch.testing.assert_close(ValueEnsemble([a, b], pessimism=1.5)(x, t), (va + vb) / 2 - 0.75 * (va - vb).abs())
+        torch.testing.assert_close(ValueEnsemble([a, b]).returns(x, t), ((va + vb) / 2) * 2.0 + 3.0)
+    # Members that agree exactly: the ensemble is each of them, and its gradient stays finite.
+    same = ValueEnsemble([a, a], pessimism=2.0)
+    xg = x.clone().requires_grad_(True)
+    same(xg, t).sum().backward()
+    assert torch.isfinite(xg.grad).all()
+    with torch.no_grad():
+        torch.testing.assert_close(same(x, t), va, atol=1e-5, rtol=0)
+    other_stats = build_value(LAYOUT, 8, SMALL_VALUE, 10, return_mean=0.0, return_std=2.0)
+    with pytest.raises(ValueError, match="return statistics"):
+        ValueEnsemble([a, other_stats])
+    with pytest.raises(ValueError, match="at least 2"):
+        ValueEnsemble([a])
+    with pytest.raises(ValueError, match="pessimism"):
+        ValueEnsemble([a, b], pessimism=-1)
+
+
+def test_value_ensemble_loads_value_functions_of_one_checkpoint_and_plans(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    torch.manual_seed(0)
+    paths = [_export(tmp_path, f"v{i}", value=build_value(LAYOUT, 8, SMALL_VALUE, 10), normalizer=model.normalizer)
+             for i in range(3)]
+    loaded = load_values(paths, pessimism=1.0)
+    assert isinstance(loaded.value, ValueEnsemble) and loaded.config["members"] == [str(p) for p in paths]
+    planner = LocomotionPlanner(model, loaded, LocomotionPlanConfig(candidates=4, sampler="ddim", sampler_steps=3))
+    obs = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    plans = planner.plan(obs, torch.Generator().manual_seed(0))
+    members = [load_value(p).value for p in paths]
+    with torch.no_grad():
+        stacked = torch.stack([m.returns(plans.trajectories, 0) for m in members])
+    # The chosen plan's value is the ensemble's: mean - 1 x std of the members' raw returns.
+    np.testing.assert_allclose(plans.values, (stacked.mean(0) - stacked.std(0, correction=0)).numpy(), rtol=1e-4)
+    assert load_values(paths[:1]).value.__class__.__name__ == "ValueFunction"
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        load_values(paths[:1], pessimism=1.0)
+    stranger = _export(tmp_path, "s", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                       normalizer=_normalizer(_episodes(seed=5)))
+    with pytest.raises(ValueError, match="normalizer"):
+        load_values([paths[0], stranger])
 
 
 def test_ranking_by_the_guides_last_values_picks_their_best_candidate(tmp_path):

@@ -8,11 +8,14 @@ always clamps it), so it carries no noise here either.
 Targets are standardised with the training set's return mean and std, held by the model: the guide
 differentiates the standardised value, so one guide scale means the same on every reward scale, and
 :meth:`returns` gives raw returns back.
+
+:class:`ValueEnsemble` reads several value functions trained apart (other seeds) as one, optionally
+pessimistic where they disagree.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +25,7 @@ from diffuser.diffusion.constraints import Inpaint, state_constraints
 from diffuser.diffusion.schedules import NoiseSchedule
 from diffuser.models.value_net import ValueNet
 
-__all__ = ["ValueFunction"]
+__all__ = ["ValueEnsemble", "ValueFunction"]
 
 
 class ValueFunction(nn.Module):
@@ -76,3 +79,58 @@ class ValueFunction(nn.Module):
         loss = torch.mean((pred - z) ** 2)
         mae = (pred.detach() - z).abs().mean() * self.return_std
         return loss, {"value_mae": mae}
+
+
+class ValueEnsemble(nn.Module):
+    """Value functions trained apart for the same diffusion model, read as one value: the members' mean
+    standardised value minus ``pessimism`` times their spread (population std).
+
+    Why: one value network, trained longer or on another seed, can rank the denoiser's own plans very
+    differently (README, Hopper medium-expert-v1). Members agree on trajectories like the data and
+    disagree on unlike ones, so the mean is steadier than any member and ``pessimism > 0`` discounts the
+    plans the value functions cannot vouch for. Guidance differentiates this combined value, and
+    candidates are ranked by it; with identical members it equals each of them.
+
+    Members must share the layout, horizon, noise schedule and return statistics (the same dataset,
+    discount and termination penalty): the ensemble's values are standardised with their statistics.
+    """
+
+    def __init__(self, members: Sequence[ValueFunction], pessimism: float = 0.0):
+        super().__init__()
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 value functions, got {len(members)}")
+        if not pessimism >= 0:
+            raise ValueError(f"pessimism must be >= 0, got {pessimism}")
+        first = members[0]
+        for i, m in enumerate(members[1:], 1):
+            problems = [name for name, a, b in (
+                ("layout", first.layout, m.layout), ("horizon", first.horizon, m.horizon),
+                ("noise schedule", (first.schedule.num_steps, first.schedule.beta_schedule),
+                 (m.schedule.num_steps, m.schedule.beta_schedule)),
+                ("return statistics", (first.return_mean, first.return_std), (m.return_mean, m.return_std)))
+                if a != b]
+            if problems:
+                raise ValueError(f"value function {i} differs from value function 0 in its {', '.join(problems)}: "
+                                 "ensemble value functions trained for the same diffusion checkpoint with the same "
+                                 "discount and termination penalty (only the seed differing)")
+        self.members = nn.ModuleList(members)
+        self.pessimism = float(pessimism)
+        self.layout, self.horizon, self.schedule = first.layout, first.horizon, first.schedule
+        self.return_mean, self.return_std = first.return_mean, first.return_std
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Standardised value (B,): the members' mean minus ``pessimism`` x their std."""
+        values = torch.stack([m(x, t) for m in self.members], dim=0)  # (K, B)
+        mean = values.mean(dim=0)
+        if self.pessimism == 0.0:
+            return mean
+        # The small floor keeps the gradient finite where the members agree exactly (d sqrt(v)/dv at 0).
+        spread = torch.sqrt(values.var(dim=0, correction=0) + 1e-12)
+        return mean - self.pessimism * spread
+
+    returns = ValueFunction.returns  # the same conversion to raw returns
