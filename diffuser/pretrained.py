@@ -165,7 +165,7 @@ def load_values(paths: str | Path | Sequence[str | Path], device: str | torch.de
         if differ:
             raise ValueError(f"{path} differs from {paths[0]} in {', '.join(differ)}: an ensemble's value functions "
                              "must be trained for the same diffusion checkpoint, only the seed differing "
-                             "(diffuser train-value checkpoint=<diffusion checkpoint> seed=N run_dir=...)")
+                             "(diffuser train-value checkpoint=<diffusion checkpoint> trainer.seed=N run_dir=...)")
     ensemble = ValueEnsemble([m.value for m in loaded], pessimism).to(device).eval()
     config = {**first.config, "members": [str(p) for p in paths], "pessimism": float(pessimism)}
     return LoadedValue(ensemble, first.normalizer, config)
