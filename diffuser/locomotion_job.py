@@ -93,7 +93,8 @@ def dataset_average(dataset_id: str, refs: tuple[float, float], d4rl: tuple[floa
 
 
 def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str | Path | None = None,
-                       checkpoint: str | None = None, value: str | None = None, guides: Sequence[str] = GUIDES,
+                       checkpoint: str | None = None, value: str | Sequence[str] | None = None,
+                       value_pessimism: float = 0.0, guides: Sequence[str] = GUIDES,
                        seeds: Sequence[int] = (0, 1, 2), episodes: int = 10, plan_config: LocomotionPlanConfig | None = None,
                        device: str = "auto", overrides: Sequence[str] = (), value_overrides: Sequence[str] = (),
                        record: str | Path | None = None, max_episode_steps: int | None = None,
@@ -102,16 +103,22 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     """Run the job (see the module docstring); returns the report written to ``<out_dir>/locomotion.json``.
     ``compile``: plan with ``torch.compile``'d networks (:func:`~diffuser.pretrained.compile_for_planning`).
     ``dataset_version`` / ``policy_dir``: the dataset set (``<level>-<version>``) and, when it must be
-    collected, the behaviour policies it is collected from."""
+    collected, the behaviour policies it is collected from. ``value``: one value function, or several
+    trained for ``checkpoint`` (other seeds), read as an ensemble with ``value_pessimism``."""
     from diffuser.collect.behaviour import env_id_for, env_name_for
     from diffuser.data.minari_io import dataset_info
     from diffuser.envs.registry import D4RL_REF_SCORES
-    from diffuser.pretrained import compile_for_planning, load_model, load_value
+    from diffuser.pretrained import compile_for_planning, load_model, load_values
 
     env_name, env_id = env_name_for(env), env_id_for(env)
     bad = [g for g in guides if g not in GUIDES]
     if bad:
         raise ValueError(f"unknown guide(s) {bad}; valid: {', '.join(GUIDES)}")
+    values = [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value or ()]
+    value = None if not values else values[0] if len(values) == 1 else values
+    if value_pessimism and len(values) < 2:
+        raise ValueError("--value-pessimism needs an ensemble: pass two or more --value paths, value functions "
+                         "trained for --checkpoint with other trainer.seed")
     if "value" in guides and checkpoint is not None and value is None:
         raise ValueError("--checkpoint without --value: value guidance needs the value function trained for it")
     suffix = "" if dataset_version == "v0" else f"-{dataset_version}"
@@ -137,14 +144,16 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
         training = {"diffusion": {"checkpoint": str(checkpoint), "steps": cfg.get("step"),
                                   "minutes": round(cfg.get("train_seconds", 0) / 60, 2)}, "given": True}
         if value is not None:
-            vcfg = load_value(value).config
-            training["value"] = {"checkpoint": str(value), "steps": vcfg.get("step"),
+            vcfg = load_values(value, pessimism=value_pessimism).config
+            training["value"] = {"checkpoint": value, "steps": vcfg.get("step"),
                                  "minutes": round(vcfg.get("train_seconds", 0) / 60, 2)}
+            if len(values) > 1:
+                training["value"]["pessimism"] = value_pessimism
     for key, path in (("diffusion", checkpoint), ("value", value)):
         if key in training:
             training[key]["weights"] = weights_fingerprint(path)
     loaded_model = load_model(checkpoint, device, dataset=dataset_id)
-    loaded_value = load_value(value, device) if value else None
+    loaded_value = load_values(value, device, value_pessimism) if value else None
     if compile:
         compile_for_planning(loaded_model, loaded_value)
     training["diffusion"]["horizon"] = loaded_model.model.horizon  # the plans' length, part of the recipe
@@ -215,17 +224,19 @@ def trace_segments(trace: dict, horizon: int) -> list[dict]:
     return [s for s in segments if len(s["executed"]) > 1]
 
 
-def weights_fingerprint(checkpoint: str | Path) -> str:
-    """A short hash of a checkpoint's weights: which models a result row was made with."""
+def weights_fingerprint(checkpoint: str | Path | Sequence[str | Path]) -> str:
+    """A short hash of a checkpoint's weights (of every member's, in order, for an ensemble): which
+    models a result row was made with."""
     from diffuser.pretrained import export_dir
 
-    path = export_dir(checkpoint)
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors in {path}: pass an export or a run directory")
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
+    for member in [checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint:
+        path = export_dir(member)
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors in {path}: pass an export or a run directory")
+        for f in files:
+            digest.update(f.read_bytes())
     return digest.hexdigest()[:12]
 
 

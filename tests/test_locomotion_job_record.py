@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diffuser.locomotion_job import record_locomotion, weights_fingerprint
+from diffuser.locomotion_job import record_locomotion, run_locomotion_job, weights_fingerprint
 
 
 def _report(training: dict, guides: dict) -> dict:
@@ -52,6 +52,23 @@ def test_weights_fingerprint_changes_with_the_weights(tmp_path):
     assert weights_fingerprint(tmp_path / "run") == weights_fingerprint(tmp_path)  # a run dir: its checkpoint/
     with pytest.raises(FileNotFoundError, match="safetensors"):
         weights_fingerprint(tmp_path / "run" / "nothing")
+
+
+def test_an_ensembles_fingerprint_covers_every_member_in_order(tmp_path):
+    for name, data in (("a", b"one"), ("b", b"two")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(data)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert weights_fingerprint([a]) == weights_fingerprint(a)
+    assert len({weights_fingerprint(a), weights_fingerprint(b), weights_fingerprint([a, b]),
+                weights_fingerprint([b, a])}) == 4
+
+
+def test_pessimism_without_an_ensemble_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        run_locomotion_job(checkpoint=str(tmp_path / "missing"), value=str(tmp_path / "v"), value_pessimism=1.0,
+                           out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def _cell(score: float, seeds: int = 3, scale: float = 0.1) -> dict:

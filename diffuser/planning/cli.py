@@ -62,6 +62,7 @@ def _run_locomotion(args: argparse.Namespace) -> None:
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]
     run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
+                       value_pessimism=args.value_pessimism,
                        guides=args.guides, seeds=args.seeds, episodes=args.episodes, plan_config=config,
                        device=args.device, overrides=overrides, value_overrides=value_overrides, record=args.record,
                        max_episode_steps=args.max_episode_steps, dataset_steps=args.dataset_steps,
@@ -101,7 +102,10 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--env", default="hopper", choices=["hopper", "walker2d", "halfcheetah"])
     p.add_argument("--level", default="medium", choices=["medium", "expert", "medium-replay", "medium-expert"])
     p.add_argument("--checkpoint", help="evaluate this diffusion export instead of training")
-    p.add_argument("--value", help="with --checkpoint: the value function trained for it")
+    p.add_argument("--value", nargs="+", help="with --checkpoint: the value function trained for it; several "
+                                              "(other trainer.seed): an ensemble")
+    p.add_argument("--value-pessimism", type=float, default=0.0,
+                   help="ensemble: guide and rank by the members' mean value minus this many times their spread")
     p.add_argument("--guides", nargs="+", default=["value", "cfg", "none"], choices=["value", "cfg", "none"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="evaluation seeds")
     p.add_argument("--episodes", type=int, default=10, help="episodes per seed and guide")
