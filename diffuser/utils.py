@@ -70,7 +70,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if isinstance(name, torch.device):
         name = str(name)
     if not isinstance(name, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {name!r}")
+        raise TypeError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
     key = name.strip().lower()
     if key == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
