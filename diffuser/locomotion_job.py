@@ -137,23 +137,23 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     if checkpoint is None:
         training = train_locomotion(dataset_id, out / "train", device, overrides, value_overrides)
         checkpoint, value = training["diffusion"]["checkpoint"], training["value"]["checkpoint"]
+    elif overrides or value_overrides:
+        raise ValueError("training overrides were given together with --checkpoint, which skips training")
     else:
-        if overrides or value_overrides:
-            raise ValueError("training overrides were given together with --checkpoint, which skips training")
-        cfg = load_model(checkpoint).config
-        training = {"diffusion": {"checkpoint": str(checkpoint), "steps": cfg.get("step"),
-                                  "minutes": round(cfg.get("train_seconds", 0) / 60, 2)}, "given": True}
-        if value is not None:
-            vcfg = load_values(value, pessimism=value_pessimism).config
-            training["value"] = {"checkpoint": value, "steps": vcfg.get("step"),
-                                 "minutes": round(vcfg.get("train_seconds", 0) / 60, 2)}
-            if len(values) > 1:
-                training["value"]["pessimism"] = value_pessimism
+        training = {"given": True}
+    loaded_model = load_model(checkpoint, device, dataset=dataset_id)
+    loaded_value = load_values(value, device, value_pessimism) if value else None
+    if training.get("given"):  # the record of the given models, from their own configs
+        for key, path, loaded in (("diffusion", checkpoint, loaded_model), ("value", value, loaded_value)):
+            if loaded is not None:
+                cfg = loaded.config
+                training[key] = {"checkpoint": path if isinstance(path, list) else str(path), "steps": cfg.get("step"),
+                                 "minutes": round(cfg.get("train_seconds", 0) / 60, 2)}
+        if len(values) > 1:
+            training["value"]["pessimism"] = value_pessimism
     for key, path in (("diffusion", checkpoint), ("value", value)):
         if key in training:
             training[key]["weights"] = weights_fingerprint(path)
-    loaded_model = load_model(checkpoint, device, dataset=dataset_id)
-    loaded_value = load_values(value, device, value_pessimism) if value else None
     if compile:
         compile_for_planning(loaded_model, loaded_value)
     training["diffusion"]["horizon"] = loaded_model.model.horizon  # the plans' length, part of the recipe

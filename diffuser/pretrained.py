@@ -159,8 +159,7 @@ def load_values(paths: str | Path | Sequence[str | Path], device: str | torch.de
     same = ("dataset", "discount", "termination_penalty", "diffusion_checkpoint")
     for path, member in zip(paths[1:], loaded[1:]):
         differ = [k for k in same if member.config.get(k) != first.config.get(k)]
-        a, b = first.normalizer.state_dict(), member.normalizer.state_dict()
-        if a.keys() != b.keys() or any(not torch.equal(a[k].cpu(), b[k].cpu()) for k in a):
+        if not member.normalizer.matches(first.normalizer):
             differ.append("normalizer")
         if differ:
             raise ValueError(f"{path} differs from {paths[0]} in {', '.join(differ)}: an ensemble's value functions "

@@ -383,6 +383,15 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
         lines = (out / f"episodes_{guide}.jsonl").read_text().splitlines()
         assert len(lines) == 2 and {"seed", "ret", "score", "length"} <= set(json.loads(lines[0]))
     assert report["dataset_average"]["episodes"] > 0
+    # The trained models given back, the value function as a (two-member) ensemble: recorded from their configs.
+    diffusion, value = report["training"]["diffusion"]["checkpoint"], report["training"]["value"]["checkpoint"]
+    main(["plan", "locomotion", "--env", "hopper", "--level", "medium", "--checkpoint", diffusion, "--value", value, value,
+          "--value-pessimism", "1", "--guides", "value", "--episodes", "1", "--seeds", "0", "--candidates", "2",
+          "--sampler-steps", "2", "--max-episode-steps", "3", "--out", str(tmp_path / "given"), "--no-figures"])
+    given = json.loads((tmp_path / "given" / "locomotion.json").read_text())["training"]
+    assert given["given"] and given["diffusion"]["steps"] == 3 and given["value"]["steps"] == 3
+    assert given["value"]["checkpoint"] == [value, value] and given["value"]["pessimism"] == 1.0
+    assert given["diffusion"]["weights"] == report["training"]["diffusion"]["weights"]
     table = json.loads((tmp_path / "table.json").read_text())
     assert set(table["rows"]["hopper-medium"]) >= {"value", "cfg", "none", "dataset_average"}
     spec = importlib.util.spec_from_file_location("locomotion_table", ROOT / "scripts" / "locomotion_table.py")

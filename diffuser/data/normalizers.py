@@ -360,6 +360,12 @@ class TrajectoryNormalizer:
             for k, v in norm.state_dict().items()
         }
 
+    def matches(self, other: "TrajectoryNormalizer") -> bool:
+        """Whether ``other`` normalises the same way: same kind and (to float precision) same statistics;
+        models that must read each other's trajectories need this."""
+        a, b = self.state_dict(), other.state_dict()
+        return self.kind == other.kind and a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
+
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore from :meth:`state_dict`; extra keys without our prefixes are an error."""
         grouped: dict[str, dict[str, torch.Tensor]] = {p: {} for p in self._parts()}

@@ -98,9 +98,7 @@ def check_value_matches(model: LoadedModel, value: LoadedValue) -> None:
     s1, s2 = model.model.schedule, value.value.schedule
     if (s1.num_steps, s1.beta_schedule) != (s2.num_steps, s2.beta_schedule):
         problems.append(f"noise schedules differ ({s1} vs {s2})")
-    a, b = model.normalizer.state_dict(), value.normalizer.state_dict()
-    if model.normalizer.kind != value.normalizer.kind or a.keys() != b.keys() or any(
-            not torch.allclose(a[k].cpu(), b[k].cpu()) for k in a):
+    if not model.normalizer.matches(value.normalizer):
         problems.append("normalizers differ (the value model saw differently normalised trajectories)")
     if problems:
         raise ValueError("the value function does not fit the diffusion model: " + "; ".join(problems)
