@@ -32,6 +32,7 @@ class DataConfig:
     synthetic_episodes: int = 400  # size of the synthetic dataset, when that is the source
     discount: float = 0.99  # return-to-go discount of "value" windows (value models inherit it from the checkpoint)
     termination_penalty: float = -100.0  # added to the last reward of a terminated episode, in return targets
+    bootstrap_truncated: bool = False  # continue a time-limited episode's return past the cut at its last reward rate
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ValueRunConfig:
     value: ValueConfig = field(default_factory=ValueConfig)
     discount: Optional[float] = None  # return-to-go discount (None: the diffusion model's data.discount)
     termination_penalty: Optional[float] = None  # None: the diffusion model's data.termination_penalty
+    bootstrap_truncated: Optional[bool] = None  # None: the diffusion model's data.bootstrap_truncated
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run_dir: str = "runs/value-${now:%Y%m%d-%H%M%S}"
     resume: bool = False

@@ -156,7 +156,7 @@ def load_values(paths: str | Path | Sequence[str | Path], device: str | torch.de
         return load_value(paths[0], device)
     loaded = [load_value(p, device) for p in paths]
     first = loaded[0]
-    same = ("dataset", "discount", "termination_penalty", "diffusion_checkpoint")
+    same = ("dataset", "discount", "termination_penalty", "bootstrap_truncated", "diffusion_checkpoint")
     for path, member in zip(paths[1:], loaded[1:]):
         differ = [k for k in same if member.config.get(k) != first.config.get(k)]
         if not member.normalizer.matches(first.normalizer):

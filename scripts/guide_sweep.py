@@ -74,6 +74,8 @@ def main(argv=None) -> None:
     from diffuser.locomotion_job import dataset_average
 
     behaviour = dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
+    # What the value function was trained to predict, kept with its scores.
+    targets = {k: value.config.get(k) for k in ("discount", "termination_penalty", "bootstrap_truncated")}
     rows = []
     for tsg in args.t_stopgrad:
         for scale in args.scales:
@@ -89,12 +91,12 @@ def main(argv=None) -> None:
             print(f"scale {scale:g}, t_stopgrad {tsg}: score {summary['score']:.1f} ± {summary['score_se']:.1f}",
                   flush=True)
             # Written after every cell: a long sweep cut short keeps the cells it finished ("complete": false).
-            _write_sweep(rows, args, env, dataset, behaviour, out, figure, complete=False)
-    _write_sweep(rows, args, env, dataset, behaviour, out, figure, complete=True)
+            _write_sweep(rows, args, env, dataset, behaviour, targets, out, figure, complete=False)
+    _write_sweep(rows, args, env, dataset, behaviour, targets, out, figure, complete=True)
     print(f"wrote {out} and {figure}")
 
 
-def _write_sweep(rows, args, env, dataset, behaviour, out: Path, figure: Path, complete: bool) -> None:
+def _write_sweep(rows, args, env, dataset, behaviour, targets, out: Path, figure: Path, complete: bool) -> None:
     """The sweep's report and figure for the cells measured so far."""
     unguided = [r for r in rows if r["scale"] == 0]
     # The unguided point is drawn on every t_stopgrad's line (measured once: t_stopgrad changes nothing there).
@@ -102,7 +104,7 @@ def _write_sweep(rows, args, env, dataset, behaviour, out: Path, figure: Path, c
     plot_guide_sweep(drawn, figure, baseline=behaviour["score"],
                      title=f"{_run_name(env, args)}: value guidance, {len(args.seeds)} seeds x {args.episodes} episodes")
     report = {"env": env, "level": args.level, "dataset": dataset, "checkpoint": args.checkpoint,
-              "value": args.value[0] if len(args.value) == 1 else args.value,
+              "value": args.value[0] if len(args.value) == 1 else args.value, "value_targets": targets,
               "args": vars(args), "git_commit": git_commit(), "command": "python " + " ".join(sys.argv),
               "complete": complete, "behaviour": behaviour, "rows": drawn, "figure": str(figure)}
     with atomic_path(out) as tmp:

@@ -81,6 +81,45 @@ def test_value_targets_are_discounted_returns_with_the_termination_penalty():
     assert ds.window_values()[0] == pytest.approx(sum(0.5 ** k * r[k] for k in range(6)), rel=1e-5)
 
 
+def _cut(episode):
+    """The same episode, ended by a time limit instead of a terminal state."""
+    T = len(episode.rewards)
+    return Episode(episode.observations, episode.actions, episode.rewards, np.zeros(T, dtype=bool),
+                   np.eye(T, dtype=bool)[-1])
+
+
+def test_a_cut_episode_continues_at_its_last_reward_rate():
+    """Bootstrapped targets: G[t] + discount**(T - t) * rate / (1 - discount), rate over the last TAIL_STEPS."""
+    from diffuser.data.windows import TAIL_STEPS
+
+    ep = _cut(_episodes(n=1, length=TAIL_STEPS + 30)[0])
+    r = ep.rewards.astype(np.float64)
+    ds = ValueDataset([ep], 2, _normalizer([ep]), discount=0.9, bootstrap_truncated=True)
+    T, rate = len(r), r[-TAIL_STEPS:].mean()
+    expected = [sum(0.9 ** k * r[t + k] for k in range(T - t)) + 0.9 ** (T - t) * rate / 0.1 for t in range(T - 1)]
+    np.testing.assert_allclose(ds.window_values(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bootstrapping_makes_a_steady_cut_episode_worth_the_same_at_every_step():
+    """The reason for it: a policy earning 1 per step is worth 1 / (1 - discount) wherever the time limit falls,
+    while a terminated episode (a fall) keeps its return to the end, penalty included."""
+    ep = _episodes(n=1, length=50)[0]
+    steady = Episode(ep.observations, ep.actions, np.ones(50), np.zeros(50, dtype=bool), np.eye(50, dtype=bool)[-1])
+    ds = ValueDataset([steady, ep], 2, _normalizer([ep]), discount=0.95, termination_penalty=-3.0,
+                      bootstrap_truncated=True)
+    values = ds.window_values()
+    np.testing.assert_allclose(values[:49], 20.0, rtol=1e-5)
+    r = ep.rewards.astype(np.float64)
+    r[-1] -= 3.0
+    assert values[49] == pytest.approx(sum(0.95 ** k * r[k] for k in range(50)), rel=1e-5)
+
+
+def test_bootstrapping_without_a_discount_is_refused():
+    eps = _episodes(n=2)
+    with pytest.raises(ValueError, match="discount < 1"):
+        ValueDataset(eps, 4, _normalizer(eps), discount=1.0, bootstrap_truncated=True)
+
+
 def test_dataset_without_rewards_is_refused():
     eps = _episodes(rewards=False)
     with pytest.raises(ValueError, match="rewards"):
@@ -166,7 +205,7 @@ def test_return_condition_training_drops_the_condition():
         model.loss({"trajectories": torch.randn(4, 8, 5)})
 
 
-def _export(tmp_path, name, model=None, normalizer=None, value=None, dataset="toy/data-v0"):
+def _export(tmp_path, name, model=None, normalizer=None, value=None, dataset="toy/data-v0", **meta):
     eps = _episodes()
     normalizer = normalizer or _normalizer(eps)
     path = tmp_path / name
@@ -174,7 +213,7 @@ def _export(tmp_path, name, model=None, normalizer=None, value=None, dataset="to
         tensors, config = export_state(model or _model(), normalizer, SMALL_UNET, dataset=dataset, step=1)
     else:
         tensors, config = export_value_state(value, normalizer, SMALL_VALUE, dataset=dataset, discount=0.99,
-                                             termination_penalty=-100.0, step=1)
+                                             termination_penalty=-100.0, step=1, **meta)
     save_export(path, tensors, config)
     return path
 
@@ -279,6 +318,10 @@ def test_value_ensemble_loads_value_functions_of_one_checkpoint_and_plans(tmp_pa
                        normalizer=_normalizer(_episodes(seed=5)))
     with pytest.raises(ValueError, match="normalizer"):
         load_values([paths[0], stranger])
+    continued = _export(tmp_path, "b", value=build_value(LAYOUT, 8, SMALL_VALUE, 10), normalizer=model.normalizer,
+                        bootstrap_truncated=True)  # other targets: returns continued past time limits
+    with pytest.raises(ValueError, match="bootstrap_truncated"):
+        load_values([paths[0], continued])
 
 
 def test_ranking_by_the_guides_last_values_picks_their_best_candidate(tmp_path):
@@ -371,12 +414,15 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
           "trainer.steps=3", "trainer.batch_size=8", "trainer.val_every=0", "trainer.save_every=0",
           "trainer.ema_start=0", "model.dim=8", "data.horizon=8", "data.discount=0.995",
           "value:trainer.steps=3", "value:trainer.batch_size=8",
-          "value:trainer.val_every=0", "value:trainer.save_every=0", "value:value.dim=16", "value:trainer.ema_start=0"])
+          "value:trainer.val_every=0", "value:trainer.save_every=0", "value:value.dim=16", "value:trainer.ema_start=0",
+          "value:bootstrap_truncated=true"])
     report = json.loads((out / "locomotion.json").read_text())
     assert set(report["results"]) == {"value", "cfg", "none"}
     assert report["training"]["diffusion"]["horizon"] == 8  # the override reached the model and the record
     assert report["training"]["diffusion"]["discount"] == 0.995  # likewise the returns' discount...
-    assert load_value(report["training"]["value"]["checkpoint"]).config["discount"] == 0.995  # ...and the value function's
+    value_config = load_value(report["training"]["value"]["checkpoint"]).config
+    assert value_config["discount"] == 0.995  # ...and the value function's
+    assert value_config["bootstrap_truncated"] and report["training"]["value"]["bootstrap_truncated"]
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
         assert r["planner"]["warm_level"] == 0.5
@@ -398,13 +444,14 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
     row = table["rows"]["hopper-medium"]
-    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8, γ 0.995"
+    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8, γ 0.995, cut returns continued"
     # Guides recorded with different samplers (a value row re-run) are named apart; a value scale other
     # than 1 is named once.
     rerun = {**row, "value": {**row["value"], "planner": {**row["value"]["planner"], "scale": 0.1,
                                                            "sampler": "dpmpp", "sampler_steps": 3}}}
     assert table_script._planner(rerun) == ("value guidance: DPM-Solver++ 3 warm 0.5; "
-                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, γ 0.995, value scale 0.1")
+                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, γ 0.995, cut returns continued, "
+                                            "value scale 0.1")
     assert [table_script._version(k) for k in ("hopper-medium", "hopper-medium-v1", "walker2d-medium-replay-v12")] \
         == ["v0", "v1", "v12"]
 

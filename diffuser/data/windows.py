@@ -50,11 +50,22 @@ from diffuser.data.episodes import Episode
 from diffuser.data.layout import TrajectoryLayout
 from diffuser.data.normalizers import TrajectoryNormalizer
 
-__all__ = ["PADDINGS", "SequenceDataset", "GoalDataset", "ValueDataset", "discounted_returns"]
+__all__ = ["PADDINGS", "SequenceDataset", "GoalDataset", "ValueDataset", "discounted_returns", "truncated_tail"]
 
 PADDINGS = ("none", "edge", "zeros")
 
 _BLOCK = 256
+
+
+TAIL_STEPS = 100  # the reward rate a truncated episode is continued at: its mean over this many last steps
+
+
+def truncated_tail(rewards: np.ndarray, discount: float) -> np.ndarray:
+    """(T,) float64: what a cut episode would have earned after its last step, seen from each step t:
+    ``discount**(T - t) * rate / (1 - discount)`` with ``rate`` the mean of its last ``TAIL_STEPS`` rewards."""
+    T = rewards.shape[0]
+    rate = float(np.mean(rewards[-TAIL_STEPS:]))
+    return discount ** (T - np.arange(T, dtype=np.float64)) * rate / (1.0 - discount)
 
 
 def _discount_matrix(discount: float, block: int) -> np.ndarray:
@@ -270,6 +281,13 @@ class ValueDataset(SequenceDataset):
     ``values = sum_k discount**k * r[start + k]`` up to the episode's end (not the window's), where the
     last reward of a terminated episode has ``termination_penalty`` added. Values are raw, not
     normalized: their scale is the reward scale, which the value model has to cope with.
+
+    A time limit is not part of the MDP: the state does not show how many steps are left, so a return that
+    stops at the cut makes the same state worth less the later it was visited (an expert's last 100 steps
+    look like a policy about to fall). With ``bootstrap_truncated`` a truncated episode's return continues
+    past the cut at the rate it was earning there: ``discount**(T - t) * rate / (1 - discount)`` is added,
+    ``rate`` being its mean reward over the last ``TAIL_STEPS`` steps (Pardo et al. 2018, "Time limits in
+    reinforcement learning", bootstrap from partial episodes; here without a learned critic).
     """
 
     def __init__(
@@ -282,22 +300,30 @@ class ValueDataset(SequenceDataset):
         termination_penalty: float = -100.0,
         rest_dims: Sequence[int] = (),
         stride: int = 1,
+        bootstrap_truncated: bool = False,
     ) -> None:
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"discount must be in [0, 1], got {discount}")
+        if bootstrap_truncated and discount >= 1.0:
+            raise ValueError("bootstrap_truncated continues a cut episode's return forever, which needs "
+                             f"discount < 1 (got {discount}); lower the discount or set bootstrap_truncated=false")
         if not any(np.any(ep.rewards != 0) for ep in episodes):
             raise ValueError("every reward in these episodes is 0: value targets need a dataset with rewards "
                              "(a dataset recorded without rewards cannot train a value model or a return condition)")
         super().__init__(episodes, horizon, normalizer, padding, rest_dims, stride)
         self.discount = float(discount)
         self.termination_penalty = float(termination_penalty)
+        self.bootstrap_truncated = bool(bootstrap_truncated)
         matrix = _discount_matrix(self.discount, _BLOCK)
         returns = []
         for ep in episodes:
             r = ep.rewards.astype(np.float64)
             if ep.terminated:
                 r[-1] += self.termination_penalty
-            returns.append(discounted_returns(r, self.discount, matrix))
+            g = discounted_returns(r, self.discount, matrix)
+            if self.bootstrap_truncated and ep.truncated and not ep.terminated:
+                g += truncated_tail(r, self.discount)
+            returns.append(g)
         self._returns = np.concatenate(returns).astype(np.float32)  # aligned with self._data rows
 
     def window_values(self) -> np.ndarray:

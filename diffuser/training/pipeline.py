@@ -29,7 +29,7 @@ def make_windows(episodes, data: DataConfig, normalizer: TrajectoryNormalizer):
     if data.window == "value":
         return ValueDataset(episodes, data.horizon, normalizer, padding=data.padding, discount=data.discount,
                             termination_penalty=data.termination_penalty, rest_dims=data.rest_dims,
-                            stride=data.stride)
+                            stride=data.stride, bootstrap_truncated=data.bootstrap_truncated)
     cls = GoalDataset if data.window == "goal" else SequenceDataset
     return cls(episodes, data.horizon, normalizer, padding=data.padding, rest_dims=data.rest_dims,
                stride=data.stride)
@@ -41,7 +41,7 @@ def return_stats(windows: ValueDataset) -> dict[str, float]:
     v = windows.window_values().astype(np.float64)
     return {"mean": float(v.mean()), "std": float(max(v.std(), 1e-6)), "min": float(v.min()),
             "max": float(v.max()), "q90": float(np.quantile(v, 0.9)), "discount": windows.discount,
-            "termination_penalty": windows.termination_penalty}
+            "termination_penalty": windows.termination_penalty, "bootstrap_truncated": windows.bootstrap_truncated}
 
 
 def load_training_episodes(data: DataConfig, seed: int, log=print):
@@ -130,12 +130,14 @@ def train_value(cfg: ValueRunConfig | Any) -> dict:
     data = DataConfig(**diff_cfg["data"])
     discount = data.discount if plain.get("discount") is None else float(plain["discount"])
     penalty = data.termination_penalty if plain.get("termination_penalty") is None else float(plain["termination_penalty"])
+    bootstrap = data.bootstrap_truncated if plain.get("bootstrap_truncated") is None else bool(plain["bootstrap_truncated"])
     train_eps, val_eps, stats = load_training_episodes(data, int(diff_cfg.get("seed", trainer_cfg.seed)))
     normalizer = loaded.normalizer
 
     def windows(eps):
         return ValueDataset(eps, data.horizon, normalizer, padding=data.padding, discount=discount,
-                            termination_penalty=penalty, rest_dims=data.rest_dims, stride=data.stride)
+                            termination_penalty=penalty, rest_dims=data.rest_dims, stride=data.stride,
+                            bootstrap_truncated=bootstrap)
 
     train_set = windows(train_eps)
     val_set = windows(val_eps) if val_eps else None
@@ -146,7 +148,7 @@ def train_value(cfg: ValueRunConfig | Any) -> dict:
     n_params = sum(p.numel() for p in value.parameters())
     print(f"value model: {n_params / 1e6:.2f} M parameters, {len(train_set)} windows, returns {returns}")
     meta = {"dataset": data.dataset, "data": to_container(data), "discount": discount,
-            "termination_penalty": penalty, "diffusion_checkpoint": str(plain["checkpoint"]),
+            "termination_penalty": penalty, "bootstrap_truncated": bootstrap, "diffusion_checkpoint": str(plain["checkpoint"]),
             "seed": trainer_cfg.seed, "git_commit": git_commit(), "name": plain.get("name", "value"),
             "return_stats": returns}
     t_start = time.time()

@@ -27,7 +27,8 @@ def value_fit(loaded_value, windows: int = 2000, levels: Sequence[int] | None = 
     train_eps, val_eps, _ = load_training_episodes(data, int(cfg.get("seed", 0)), log=lambda *a: None)
     eps = val_eps or train_eps  # no held-out episodes: say so in the figure
     ds = ValueDataset(eps, data.horizon, loaded_value.normalizer, padding=data.padding, discount=cfg["discount"],
-                      termination_penalty=cfg["termination_penalty"], rest_dims=data.rest_dims, stride=data.stride)
+                      termination_penalty=cfg["termination_penalty"], rest_dims=data.rest_dims, stride=data.stride,
+                      bootstrap_truncated=cfg.get("bootstrap_truncated", False))
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ds), size=min(windows, len(ds)), replace=False)
     batch = torch.utils.data.default_collate([ds[int(i)] for i in idx])
