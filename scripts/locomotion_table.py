@@ -44,7 +44,7 @@ def _planner(row: dict) -> str:
     horizon = row["training"]["diffusion"].get("horizon", 32)
     discount = row["training"]["diffusion"].get("discount") or 0.99  # likewise for the discount
     scale = row["value"]["planner"].get("scale", 1.0) if "value" in row else 1.0
-    bootstrapped = row["training"].get("value", {}).get("bootstrap_truncated")
+    bootstrapped = any(row["training"].get(k, {}).get("bootstrap_truncated") for k in ("diffusion", "value"))
     return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
             + (", cut returns continued" if bootstrapped else "") + (f", value scale {scale:g}" if scale != 1.0 else ""))
 

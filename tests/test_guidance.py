@@ -423,6 +423,7 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     value_config = load_value(report["training"]["value"]["checkpoint"]).config
     assert value_config["discount"] == 0.995  # ...and the value function's
     assert value_config["bootstrap_truncated"] and report["training"]["value"]["bootstrap_truncated"]
+    assert report["training"]["diffusion"]["bootstrap_truncated"] is False  # the value's override stays its own
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
         assert r["planner"]["warm_level"] == 0.5
