@@ -157,11 +157,12 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     if compile:
         compile_for_planning(loaded_model, loaded_value)
     training["diffusion"]["horizon"] = loaded_model.model.horizon  # the plans' length, part of the recipe
-    training["diffusion"]["discount"] = loaded_model.config.get("data", {}).get("discount")  # returns' reach (value's too)
+    data = loaded_model.config.get("data", {})
+    training["diffusion"]["discount"] = data.get("discount")  # returns' reach (value's too)
     # Whether the return targets (the condition's, the value function's) continued time-limited episodes past the cut.
-    training["diffusion"]["bootstrap_truncated"] = bool(loaded_model.config.get("data", {}).get("bootstrap_truncated"))
+    training["diffusion"]["bootstrap_truncated"] = bool(data.get("bootstrap_truncated"))
     if loaded_value is not None:
-        training.setdefault("value", {})["bootstrap_truncated"] = bool(loaded_value.config.get("bootstrap_truncated"))
+        training["value"]["bootstrap_truncated"] = bool(loaded_value.config.get("bootstrap_truncated"))
 
     base = plan_config or LocomotionPlanConfig()
     results, figures_written = {}, []

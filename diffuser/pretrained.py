@@ -94,6 +94,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, dataset:
 
 
 VALUE_KIND = "value_function"
+# What a value function's (and a return condition's) targets are made of: stored in its config, kept with its scores.
+RETURN_TARGET_KEYS = ("discount", "termination_penalty", "bootstrap_truncated")
 
 
 def build_value(layout: TrajectoryLayout, horizon: int, value: ValueConfig | Mapping, num_steps: int,
@@ -156,7 +158,7 @@ def load_values(paths: str | Path | Sequence[str | Path], device: str | torch.de
         return load_value(paths[0], device)
     loaded = [load_value(p, device) for p in paths]
     first = loaded[0]
-    same = ("dataset", "discount", "termination_penalty", "bootstrap_truncated", "diffusion_checkpoint")
+    same = ("dataset", *RETURN_TARGET_KEYS, "diffusion_checkpoint")
     for path, member in zip(paths[1:], loaded[1:]):
         differ = [k for k in same if member.config.get(k) != first.config.get(k)]
         if not member.normalizer.matches(first.normalizer):

@@ -25,7 +25,7 @@ from diffuser.data.minari_io import dataset_info
 from diffuser.envs.registry import D4RL_REF_SCORES
 from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes
 from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner, sampler_steps_or_default
-from diffuser.pretrained import load_model, load_values
+from diffuser.pretrained import RETURN_TARGET_KEYS, load_model, load_values
 from diffuser.utils import atomic_path, git_commit
 from diffuser.viz.values import plot_guide_sweep
 
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
 
     behaviour = dataset_average(dataset, refs, D4RL_REF_SCORES.get(env))
     # What the value function was trained to predict, kept with its scores.
-    targets = {k: value.config.get(k) for k in ("discount", "termination_penalty", "bootstrap_truncated")}
+    targets = {k: value.config.get(k) for k in RETURN_TARGET_KEYS}
     rows = []
     for tsg in args.t_stopgrad:
         for scale in args.scales:

@@ -5,8 +5,8 @@
 
 writes the report (R² and MAE at t = 0, T/2 and T-1; the value function's targets; git commit and command)
 and the scatter of predicted vs true returns (``--figure``; default: beside the report, as .png; its numbers
-also go to a .json beside the figure). ``diffuser plan locomotion`` measures the same for the models it trains; this script
-is for value functions trained on their own (``diffuser train-value``).
+also go to a .json beside the figure). ``diffuser plan locomotion`` measures the same for the models it
+trains; this script is for value functions trained on their own (``diffuser train-value``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from diffuser.pretrained import load_value
+from diffuser.pretrained import RETURN_TARGET_KEYS, load_value
 from diffuser.utils import atomic_path, git_commit
 from diffuser.viz.values import plot_value_fit
 
@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     config = loaded.config
     report = {"value": args.value, "diffusion_checkpoint": config.get("diffusion_checkpoint"),
               "dataset": config.get("dataset"), "steps": config.get("step"), "trainer_seed": config.get("seed"),
-              "targets": {k: config.get(k) for k in ("discount", "termination_penalty", "bootstrap_truncated")},
+              "targets": {k: config.get(k) for k in RETURN_TARGET_KEYS},
               "windows": args.windows, "seed": args.seed, **fit, "figure": str(figure),
               "git_commit": git_commit(), "command": "python " + " ".join(sys.argv)}
     with atomic_path(out) as tmp:
