@@ -21,6 +21,7 @@ from diffuser.training import (
     NonFiniteLossError,
     Trainer,
     TrainerConfig,
+    learning_rate,
     load_export,
     load_resume,
     save_export,
@@ -108,19 +109,21 @@ def _resume_config(**overrides) -> TrainerConfig:
     return TrainerConfig(**{**base, **overrides})
 
 
-def test_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_resume_matches_uninterrupted_run(tmp_path, lr_schedule):
     data, val = DictDataset(20), DictDataset(8, seed=1)  # 5 batches per epoch: the run crosses epochs
-    full = Trainer(make_model(), data, _resume_config(), tmp_path / "a", val_dataset=val)
+    config = lambda: _resume_config(lr_schedule=lr_schedule)  # noqa: E731
+    full = Trainer(make_model(), data, config(), tmp_path / "a", val_dataset=val)
     full.train()
 
     model = make_model()
-    crashed = Trainer(model, data, _resume_config(), tmp_path / "b", val_dataset=val)
+    crashed = Trainer(model, data, config(), tmp_path / "b", val_dataset=val)
     model.crash_at = 9  # first micro-batch of step 5, after the save at step 3
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.train()
     assert load_resume(tmp_path / "b" / "resume.pt")["step"] == 3
 
-    resumed = Trainer(make_model(seed=123), data, _resume_config(), tmp_path / "b", val_dataset=val)
+    resumed = Trainer(make_model(seed=123), data, config(), tmp_path / "b", val_dataset=val)
     assert resumed.resume(tmp_path / "b") == 3  # a run directory or the resume file itself
     resumed.train()
     for name, want in full.model.state_dict().items():
@@ -133,6 +136,18 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     logs_b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
     assert [r["step"] for r in logs_b] == [1, 2, 3, 4, 5, 6]
     assert strip(logs_a) == strip(logs_b)
+    if lr_schedule == "cosine":  # the logged rate of step s (1-based) is the schedule's at s - 1
+        want = [learning_rate(config(), s - 1) for s in range(1, 7)]
+        assert [r["lr"] for r in logs_b] == pytest.approx(want) and want[-1] < 0.1 * want[0]
+
+
+def test_cosine_learning_rate_closed_form():
+    cfg = TrainerConfig(steps=100, lr=1e-3, lr_schedule="cosine")
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50) == pytest.approx(0.5e-3)
+    assert learning_rate(cfg, 25) == pytest.approx(1e-3 * (1 + np.cos(np.pi / 4)) / 2)
+    assert learning_rate(cfg, 100) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(TrainerConfig(steps=100, lr=1e-3), 99) == 1e-3  # constant
 
 
 def test_nan_loss_raises_and_keeps_last_checkpoint(tmp_path):
@@ -170,6 +185,8 @@ def test_config_validation():
         TrainerConfig(lr=0.0)
     with pytest.raises(ValueError, match="batch_size"):
         TrainerConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr_schedule.*'constant', 'cosine'"):
+        TrainerConfig(lr_schedule="linear")
 
 
 # ----------------------------------------------------------------------------------------------- EMA

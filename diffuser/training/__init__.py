@@ -29,6 +29,7 @@ from diffuser.training.logging import (
     make_logger,
 )
 from diffuser.training.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from diffuser.training.trainer_config import learning_rate
 
 __all__ = [
     "EMA",
@@ -48,6 +49,7 @@ __all__ = [
     "TrainerConfig",
     "capture_rng_state",
     "init_distributed",
+    "learning_rate",
     "load_export",
     "load_resume",
     "make_logger",

@@ -55,7 +55,7 @@ from diffuser.training.checkpoint import (
 from diffuser.training.data_order import ShardedBatchSampler
 from diffuser.training.ema import EMA
 from diffuser.training.logging import Logger, NullLogger, make_logger
-from diffuser.training.trainer_config import TrainerConfig
+from diffuser.training.trainer_config import TrainerConfig, learning_rate
 from diffuser.utils import git_commit, progress, resolve_device, seed_everything
 
 __all__ = ["NonFiniteLossError", "Trainer", "TrainerConfig"]
@@ -322,6 +322,8 @@ class Trainer:
             raise self._diverged(
                 f"gradient norm is {grad_norm} at step {self.step + 1} (loss {loss_mean:.4g})"
             )
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, self.step)
         self.optimizer.step()
         return loss_mean, metric_means, grad_norm
 

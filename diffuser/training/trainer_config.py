@@ -6,9 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["OPTIMIZERS", "TrainerConfig"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TrainerConfig", "learning_rate"]
 
 OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -18,7 +19,8 @@ class TrainerConfig:
 
     steps: int = 10000  # total optimizer steps; a resumed run continues up to this count
     batch_size: int = 32  # items per micro-batch *per process* (N processes: global batch N * batch_size)
-    lr: float = 2e-4  # learning rate (constant)
+    lr: float = 2e-4  # learning rate (the peak one under a schedule)
+    lr_schedule: str = "constant"  # "constant", or "cosine": from lr down to 0 at `steps`
     optimizer: str = "adam"  # "adam" or "adamw"
     weight_decay: float = 0.0  # L2 penalty for adam, decoupled decay for adamw
     grad_clip: float | None = 1.0  # max global gradient norm; None or 0 turns clipping off
@@ -55,10 +57,21 @@ class TrainerConfig:
         need(_is_number(self.ema_decay) and 0 <= self.ema_decay <= 1, "ema_decay", "in [0, 1]")
         need(self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip >= 0),
              "grad_clip", "None or a number >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown TrainerConfig.lr_schedule {self.lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
         if not isinstance(self.optimizer, str) or self.optimizer.lower() not in OPTIMIZERS:
             raise ValueError(
                 f"unknown TrainerConfig.optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}"
             )
+
+
+def learning_rate(config: TrainerConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based). A function of the step alone, so a resumed
+    run continues the schedule where it stopped. Cosine decay ends on a quiet model: with a constant rate
+    the last weights (and a short EMA of them) carry the noise of the last few hundred batches."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    return config.lr
 
 
 def _is_int(value: Any) -> bool:
