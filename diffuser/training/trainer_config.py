@@ -67,8 +67,8 @@ class TrainerConfig:
 
 def learning_rate(config: TrainerConfig, step: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based). A function of the step alone, so a resumed
-    run continues the schedule where it stopped. Cosine decay ends on a quiet model: with a constant rate
-    the last weights (and a short EMA of them) carry the noise of the last few hundred batches."""
+    run continues the schedule where it stopped. Why decay: with a constant rate the last weights (and a
+    short EMA of them) carry the noise of the last few hundred batches; cosine decay ends on a settled model."""
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
     return config.lr
