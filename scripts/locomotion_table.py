@@ -44,9 +44,11 @@ def _planner(row: dict) -> str:
     horizon = row["training"]["diffusion"].get("horizon", 32)
     discount = row["training"]["diffusion"].get("discount") or 0.99  # likewise for the discount
     scale = row["value"]["planner"].get("scale", 1.0) if "value" in row else 1.0
-    bootstrapped = any(row["training"].get(k, {}).get("bootstrap_truncated") for k in ("diffusion", "value"))
+    continued = [who for k, who in (("diffusion", "condition"), ("value", "value"))
+                 if row["training"].get(k, {}).get("bootstrap_truncated")]
     return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
-            + (", cut returns continued" if bootstrapped else "") + (f", value scale {scale:g}" if scale != 1.0 else ""))
+            + (f", {' and '.join(continued)} returns continued past the cut" if continued else "")
+            + (f", value scale {scale:g}" if scale != 1.0 else ""))
 
 
 def _version(key: str) -> str:

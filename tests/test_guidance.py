@@ -445,14 +445,14 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
     row = table["rows"]["hopper-medium"]
-    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8, γ 0.995, cut returns continued"
+    assert table_script._planner(row) == "DDIM 2 warm 0.5, H 8, γ 0.995, value returns continued past the cut"
     # Guides recorded with different samplers (a value row re-run) are named apart; a value scale other
     # than 1 is named once.
     rerun = {**row, "value": {**row["value"], "planner": {**row["value"]["planner"], "scale": 0.1,
                                                            "sampler": "dpmpp", "sampler_steps": 3}}}
     assert table_script._planner(rerun) == ("value guidance: DPM-Solver++ 3 warm 0.5; "
-                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, γ 0.995, cut returns continued, "
-                                            "value scale 0.1")
+                                            "classifier-free, unguided: DDIM 2 warm 0.5, H 8, γ 0.995, "
+                                            "value returns continued past the cut, value scale 0.1")
     assert [table_script._version(k) for k in ("hopper-medium", "hopper-medium-v1", "walker2d-medium-replay-v12")] \
         == ["v0", "v1", "v12"]
 

@@ -105,4 +105,8 @@ def test_planner_column_names_the_horizon_and_discount_only_where_not_the_defaul
     row["training"]["diffusion"] = {"horizon": 4, "discount": 0.999}
     assert table._planner(row) == "DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, value scale 0.1"
     row["training"]["value"] = {"bootstrap_truncated": True}
-    assert table._planner(row) == "DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, cut returns continued, value scale 0.1"
+    assert table._planner(row) == ("DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, value returns continued past the cut, "
+                                   "value scale 0.1")
+    row["training"]["diffusion"]["bootstrap_truncated"] = True  # both models' targets: named together
+    assert table._planner(row) == ("DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, condition and value returns continued "
+                                   "past the cut, value scale 0.1")
