@@ -25,10 +25,13 @@ def _cell(r: dict | None) -> str:
 
 
 def _solver(p: dict) -> str:
-    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67"."""
+    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67"; "ranked by value" where a guide other
+    than the value guide (which always ranks so) executed the candidate the value function scored highest."""
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
-    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
+    ranked = p.get("guide") != "value" and p.get("select") == "value"
+    return (name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
+            + (", ranked by value" if ranked else ""))
 
 
 def _planner(row: dict) -> str:
@@ -68,6 +71,8 @@ def _target_line(key: str, row: dict) -> str:
     name = dict(GUIDES)[best]
     if best == "value" and guided[best]["planner"].get("scale") == 0:
         name = "value ranking, scale 0"  # candidates ranked by the value function, no gradient
+    elif best == "cfg" and guided[best]["planner"].get("select") == "value":
+        name = "classifier-free, ranked by value"
     if key.removesuffix(f"-{_version(key)}").endswith("medium-expert"):  # the level, without a version suffix
         goal, met = "≥ 90 (expert 100)", score >= 90.0
     else:

@@ -92,6 +92,8 @@ def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
     row["value"] = _cell(91.0, scale=0.0)
     line = table._target_line("walker2d-medium-expert-v1", row)
     assert "value ranking, scale 0" in line and "**met**" in line
+    row["cfg"] = {**_cell(93.0), "planner": {"guide": "cfg", "select": "value"}}
+    assert "93.0 ± 1.0 (classifier-free, ranked by value)" in table._target_line("walker2d-medium-expert-v1", row)
     assert "no guided cell" in table._target_line("x-medium", {"dataset_average": {"score": 1.0}, "cfg": _cell(5.0, 1)})
 
 
@@ -110,3 +112,8 @@ def test_planner_column_names_the_horizon_and_discount_only_where_not_the_defaul
     row["training"]["diffusion"]["bootstrap_truncated"] = True  # both models' targets: named together
     assert table._planner(row) == ("DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, condition and value returns continued "
                                    "past the cut, value scale 0.1")
+    # Value ranking is named on guides other than the value guide's own (which always ranks by value).
+    row["value"]["planner"] = {**planner, "guide": "value", "select": "value"}
+    row["cfg"] = {"planner": {**planner, "guide": "cfg", "select": "value"}}
+    assert table._planner(row).startswith("value guidance, unguided: DPM-Solver++ 3 warm 0.67; "
+                                          "classifier-free: DPM-Solver++ 3 warm 0.67, ranked by value, H 4")
