@@ -25,19 +25,17 @@ def _cell(r: dict | None) -> str:
 
 
 def _solver(p: dict) -> str:
-    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67"; "ranked by value" where a guide other
-    than the value guide (which always ranks so) executed the candidate the value function scored highest."""
+    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67"."""
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
-    ranked = p.get("guide") != "value" and p.get("select") == "value"
-    return (name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
-            + (", ranked by value" if ranked else ""))
+    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
 
 
 def _planner(row: dict) -> str:
     """The row's sampler: one description when every guide used it (e.g. DDIM 5), else one per guide;
-    then the horizon, the return discount and the value guide's scale where they are not the defaults (32,
-    0.99, 1)."""
+    then the horizon, the return discount, whose returns were continued past time limits, the guides
+    other than the value guide (which always does) that executed the candidate the value function ranked
+    highest, and the value guide's scale, where they are not the defaults (32, 0.99, none, none, 1)."""
     groups: dict[str, list[str]] = {}  # sampler -> the guides that used it
     for g, name in GUIDES:
         if g in row:
@@ -51,6 +49,8 @@ def _planner(row: dict) -> str:
                  if row["training"].get(k, {}).get("bootstrap_truncated")]
     return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
             + (f", {' and '.join(continued)} returns continued past the cut" if continued else "")
+            + "".join(f", {name} ranked by value" for g, name in GUIDES
+                      if g != "value" and g in row and row[g]["planner"].get("select") == "value")
             + (f", value scale {scale:g}" if scale != 1.0 else ""))
 
 

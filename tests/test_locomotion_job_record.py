@@ -115,5 +115,5 @@ def test_planner_column_names_the_horizon_and_discount_only_where_not_the_defaul
     # Value ranking is named on guides other than the value guide's own (which always ranks by value).
     row["value"]["planner"] = {**planner, "guide": "value", "select": "value"}
     row["cfg"] = {"planner": {**planner, "guide": "cfg", "select": "value"}}
-    assert table._planner(row).startswith("value guidance, unguided: DPM-Solver++ 3 warm 0.67; "
-                                          "classifier-free: DPM-Solver++ 3 warm 0.67, ranked by value, H 4")
+    assert table._planner(row) == ("DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, condition and value returns continued "
+                                   "past the cut, classifier-free ranked by value, value scale 0.1")
