@@ -31,11 +31,16 @@ def _solver(p: dict) -> str:
     return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
 
 
+def _ranked_by_value(guide: str, cell: dict) -> bool:
+    """Whether a guide other than the value guide (which always ranks so) executed the candidate plan that
+    the value function scored highest."""
+    return guide != "value" and cell["planner"].get("select") == "value"
+
+
 def _planner(row: dict) -> str:
     """The row's sampler: one description when every guide used it (e.g. DDIM 5), else one per guide;
-    then the horizon, the return discount, whose returns were continued past time limits, the guides
-    other than the value guide (which always does) that executed the candidate the value function ranked
-    highest, and the value guide's scale, where they are not the defaults (32, 0.99, none, none, 1)."""
+    then whatever departs from the defaults: the horizon (32), the return discount (0.99), returns
+    continued past time limits (by default cut), guides ranked by value, and the value guide's scale (1)."""
     groups: dict[str, list[str]] = {}  # sampler -> the guides that used it
     for g, name in GUIDES:
         if g in row:
@@ -49,8 +54,7 @@ def _planner(row: dict) -> str:
                  if row["training"].get(k, {}).get("bootstrap_truncated")]
     return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
             + (f", {' and '.join(continued)} returns continued past the cut" if continued else "")
-            + "".join(f", {name} ranked by value" for g, name in GUIDES
-                      if g != "value" and g in row and row[g]["planner"].get("select") == "value")
+            + "".join(f", {name} ranked by value" for g, name in GUIDES if g in row and _ranked_by_value(g, row[g]))
             + (f", value scale {scale:g}" if scale != 1.0 else ""))
 
 
@@ -71,8 +75,8 @@ def _target_line(key: str, row: dict) -> str:
     name = dict(GUIDES)[best]
     if best == "value" and guided[best]["planner"].get("scale") == 0:
         name = "value ranking, scale 0"  # candidates ranked by the value function, no gradient
-    elif best == "cfg" and guided[best]["planner"].get("select") == "value":
-        name = "classifier-free, ranked by value"
+    elif _ranked_by_value(best, guided[best]):
+        name += ", ranked by value"
     if key.removesuffix(f"-{_version(key)}").endswith("medium-expert"):  # the level, without a version suffix
         goal, met = "≥ 90 (expert 100)", score >= 90.0
     else:
