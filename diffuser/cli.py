@@ -14,6 +14,7 @@
     diffuser datasets list|info          local datasets
     diffuser job [-m] [hydra overrides]  one sweep run (train + evaluate a maze config); -m: a sweep
     diffuser results aggregate DIRS...   the table of many runs: mean ± s.e. over seeds, IQM with CI
+    diffuser results training-runs DIRS --guide G   one locomotion planner across independently trained models
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ def _cmd_results_aggregate(args: argparse.Namespace) -> None:
     if args.group_by:
         group_by = [key for item in args.group_by for key in item.split(",") if key]
     aggregate_runs(args.run_dirs, out=args.out, group_by=group_by, bootstrap=args.bootstrap, seed=args.seed)
+
+
+def _cmd_results_training_runs(args: argparse.Namespace) -> None:
+    import shlex
+
+    from diffuser.evaluation.training_runs import write_training_runs
+
+    command = "diffuser " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_training_runs(args.run_dirs, args.guide, out=args.out, bootstrap=args.bootstrap, seed=args.seed,
+                        command=command)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -214,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the IQM's 95%% CI")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.set_defaults(func=_cmd_results_aggregate)
+    p = results_sub.add_parser("training-runs", help="one locomotion planner's score across models trained "
+                                                     "apart: mean ± s.e. across training runs")
+    p.add_argument("run_dirs", nargs="+", help="folders written by `diffuser plan locomotion --out`, one per "
+                                               "training run (same dataset, planner and recipe)")
+    p.add_argument("--guide", required=True, choices=("value", "cfg", "none"), help="whose episodes to pool")
+    p.add_argument("--out", help="output JSON (default: results/training_runs/<dataset row>_<guide>.json)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the IQM's 95%% CI")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.set_defaults(func=_cmd_results_training_runs)
 
     p = sub.add_parser("demo", help="quick train-and-plan run on synthetic point-mass data")
     p.add_argument("--out", default="runs/demo", help="output folder (checkpoint, JSON, figure)")

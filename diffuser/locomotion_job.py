@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes, write_episodes
+from diffuser.evaluation.training_runs import row_key
 from diffuser.planning.locomotion import GUIDES, LocomotionPlanConfig, LocomotionPlanner
 from diffuser.utils import atomic_path, git_commit, resolve_device
 
@@ -256,9 +257,7 @@ def record_locomotion(report: dict, path: str | Path) -> None:
     table = json.loads(path.read_text()) if path.exists() else {"description": (
         "Locomotion normalized scores x100 with the local datasets' reference scores (random and expert "
         "behaviour policy returns); written by `diffuser plan locomotion --record`."), "rows": {}}
-    version = report.get("dataset_version", "v0")
-    key = f"{report['env']}-{report['level']}" + ("" if version == "v0" else f"-{version}")
-    row = table["rows"].setdefault(key, {})
+    row = table["rows"].setdefault(row_key(report), {})
     if _models_of(row.get("training")) != _models_of(report["training"]):  # other models: old guides' rows go
         row.clear()
     row["dataset"], row["dataset_average"] = report["dataset"], report["dataset_average"]
