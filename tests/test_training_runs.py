@@ -62,6 +62,7 @@ def test_cli_writes_the_table_with_its_command(tmp_path, capsys):
     table = json.loads(out.read_text())
     assert table["summary"]["score"] == pytest.approx(92.0) and table["command"].startswith("diffuser ")
     assert "across 3 training runs" in capsys.readouterr().out
+    assert out.with_suffix(".png").stat().st_size > 0 and len(table["runs"][0]["episode_scores"]) == 1
 
 
 def test_targets_are_judged_across_three_or_more_training_runs(tmp_path):

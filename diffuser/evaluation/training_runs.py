@@ -105,6 +105,7 @@ def summarize_training_runs(run_dirs: Sequence[str | Path], guide: str, bootstra
         rows.append({"run_dir": str(d), "score": result["score"], "score_se": result["score_se"],
                      "episodes": result["episodes"], "seeds": report["seeds"],
                      "seed_scores": result.get("seed_scores"), "fell": sum(run["fell"]) / len(run["fell"]),
+                     "episode_scores": run["scores"],
                      "diffusion_weights": diffusion.get("weights"),
                      "value_weights": report["training"].get("value", {}).get("weights"),
                      "checkpoint": diffusion.get("checkpoint"),
@@ -143,10 +144,13 @@ def to_markdown(table: dict[str, Any]) -> str:
 
 
 def write_training_runs(run_dirs: Sequence[str | Path], guide: str, out: str | Path | None = None,
-                        bootstrap: int = 2000, seed: int = 0, command: str | None = None) -> dict[str, Any]:
+                        bootstrap: int = 2000, seed: int = 0, command: str | None = None,
+                        plot: bool = True) -> dict[str, Any]:
     """Summarize (see :func:`summarize_training_runs`), stamp with the command and git commit, write the
-    JSON atomically (default ``results/training_runs/<row>_<guide>.json``), print the Markdown table."""
+    JSON atomically (default ``results/training_runs/<row>_<guide>.json``) and its figure beside it (the
+    same name, ``.png``), print the Markdown table."""
     from diffuser.utils import atomic_path, git_commit
+    from diffuser.viz.training_runs import plot_training_runs
 
     table = summarize_training_runs(run_dirs, guide, bootstrap=bootstrap, seed=seed)
     table["command"], table["git_commit"] = command, git_commit()
@@ -154,6 +158,7 @@ def write_training_runs(run_dirs: Sequence[str | Path], guide: str, out: str | P
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(table, indent=2))
+    written = [path, plot_training_runs(table, path.with_suffix(".png"))] if plot else [path]
     print(to_markdown(table))
-    print(f"written: {path}")
+    print(f"written: {', '.join(map(str, written))}")
     return table
