@@ -10,12 +10,12 @@ from diffuser.evaluation.training_runs import summarize_training_runs
 PLANNER = {"guide": "cfg", "cfg_weight": 3.0, "select": "value", "sampler": "dpmpp", "target_return_value": 1.0}
 
 
-def _run(root, name, scores, weights, planner=PLANNER, steps=20000, fell=()):
+def _run(root, name, scores, weights, planner=PLANNER, steps=20000, fell=(), seeds=(0,)):
     """A folder as `diffuser plan locomotion --out` writes it: locomotion.json and episodes_cfg.jsonl."""
     run = root / name
     run.mkdir()
     report = {"env": "walker2d", "level": "medium-expert", "dataset_version": "v1", "dataset": "d/walker2d-me-v1",
-              "seeds": [0], "git_commit": "abc", "command": f"diffuser plan locomotion --out {run}",
+              "seeds": list(seeds), "git_commit": "abc", "command": f"diffuser plan locomotion --out {run}",
               "training": {"diffusion": {"checkpoint": str(run / "none"), "weights": weights, "steps": steps,
                                          "horizon": 32, "discount": 0.999, "bootstrap_truncated": True},
                            "value": {"weights": "v" + weights, "steps": 3000, "bootstrap_truncated": False}},
@@ -44,6 +44,8 @@ def test_runs_of_other_planners_recipes_or_the_same_models_do_not_pool(tmp_path)
         summarize_training_runs([a, _run(tmp_path, "b", [90.0], "w2", planner={**PLANNER, "cfg_weight": 5.0})], "cfg")
     with pytest.raises(ValueError, match="training recipe"):
         summarize_training_runs([a, _run(tmp_path, "c", [90.0], "w3", steps=6000)], "cfg")
+    with pytest.raises(ValueError, match="evaluation"):
+        summarize_training_runs([a, _run(tmp_path, "g", [90.0], "w6", seeds=(1,))], "cfg")
     with pytest.raises(ValueError, match="different diffusion weights"):
         summarize_training_runs([a, _run(tmp_path, "d", [80.0], "w1")], "cfg")
     with pytest.raises(ValueError, match="two or more"):

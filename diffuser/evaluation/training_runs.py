@@ -93,6 +93,8 @@ def summarize_training_runs(run_dirs: Sequence[str | Path], guide: str, bootstra
     dataset = _same("dataset", {d: r["dataset"] for d, r in reports.items()})
     planner = _same("planner", {d: _planner(r, guide) for d, r in reports.items()})
     recipe = _same("training recipe", {d: _recipe(r) for d, r in reports.items()})
+    _same("evaluation (seeds, episodes per seed)", {d: [r["seeds"], r.get("episodes_per_seed")]
+                                                    for d, r in reports.items()})
     weights = {d: r["training"]["diffusion"].get("weights") for d, r in reports.items()}
     if None in weights.values() or len(set(weights.values())) < len(weights):
         listing = "\n".join(f"  {d}: {w}" for d, w in weights.items())
@@ -130,6 +132,7 @@ def summarize_training_runs(run_dirs: Sequence[str | Path], guide: str, bootstra
 
 
 def to_markdown(table: dict[str, Any]) -> str:
+    """The table as GitHub Markdown: one line per run, then the summary across runs."""
     lines = ["| run | training seed | score (mean ± s.e. over episodes) | evaluation seeds | falls |",
              "|---|---|---|---|---|"]
     for r in table["runs"]:
