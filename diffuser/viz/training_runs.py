@@ -37,9 +37,9 @@ def plot_training_runs(table: dict[str, Any], path: str | Path) -> Path:
     ax.set_xlabel("training run")
     ax.set_ylabel("normalized score")
     ax.set_title(f"{table['key']}: {table['guide']} over {summary['training_runs']} training runs", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)  # below: no point hidden
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
