@@ -64,7 +64,8 @@ def _planner(row: dict) -> str:
                  if row["training"].get(k, {}).get("bootstrap_truncated")]
     return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
             + (f", {' and '.join(continued)} returns continued past the cut" if continued else "")
-            + "".join(f", {name} ranked by value" for g, name in GUIDES if g in row and _ranked_by_value(g, row[g]["planner"]))
+            + "".join(f", {name} ranked by value" for g, name in GUIDES
+                      if g in row and _ranked_by_value(g, row[g]["planner"]))
             + (f", value scale {scale:g}" if scale != 1.0 else ""))
 
 
@@ -84,8 +85,10 @@ def _target_line(key: str, row: dict, across: list[dict] = ()) -> str:
     best = max(guided, key=lambda g: guided[g]["score"])
     score, se = guided[best]["score"], guided[best]["score_se"]
     runs_cell, judged = "-", score
+    across = [t for t in across if t["guide"] in ("value", "cfg")]  # unguided sampling is no candidate
     if across:
-        top = max(across, key=lambda t: t["summary"]["score"])
+        decisive = [t for t in across if t["summary"]["training_runs"] >= 3] or across
+        top = max(decisive, key=lambda t: t["summary"]["score"])
         s = top["summary"]
         runs_cell = (f"{s['score']:.1f} ± {s['score_se']:.1f} ({_guide_name(top['guide'], top['planner'])}, "
                      f"{s['training_runs']} runs)")

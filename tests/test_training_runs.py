@@ -79,3 +79,6 @@ def test_targets_are_judged_across_three_or_more_training_runs(tmp_path):
     assert "91.7 ± 2.6 (classifier-free, ranked by value, 3 runs)" in line and "**met**" in line
     two = summarize_training_runs(runs[1:], "cfg")  # two runs are shown but do not decide
     assert "missed" in table._target_line("walker2d-medium-expert-v1", row, [two])
+    assert "**met**" in table._target_line("walker2d-medium-expert-v1", row, [two, three])  # 94 (2 runs) < 91.7
+    unguided = {**three, "guide": "none", "summary": {**three["summary"], "score": 99.0}}
+    assert "91.7" in table._target_line("walker2d-medium-expert-v1", row, [unguided, three])  # not a guide
