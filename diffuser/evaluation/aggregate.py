@@ -25,7 +25,7 @@ from typing import Any
 
 from diffuser.evaluation.stats import bootstrap_ci, iqm, mean_se
 
-__all__ = ["Run", "aggregate_runs", "build_table", "find_runs", "load_run", "to_markdown"]
+__all__ = ["Run", "aggregate_runs", "build_table", "find_runs", "load_run", "read_episodes", "to_markdown"]
 
 RESULT_NAME = "result.json"
 NOT_GROUPED = ("seed", "run_dir")  # differ between runs of one group by design
@@ -74,7 +74,9 @@ def find_runs(run_dirs: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _read_episodes(path: Path, protocol: str) -> list[dict[str, Any]]:
+def read_episodes(path: Path, protocol: str) -> list[dict[str, Any]]:
+    """One run's episode records (a JSON object per line, each with a finite ``score``); ``protocol``
+    names them in errors."""
     if not path.is_file():
         raise ValueError(f"{path} is missing: its run's {RESULT_NAME} names it as the {protocol!r} episodes")
     records = []
@@ -113,7 +115,7 @@ def load_run(result_path: str | Path) -> Run:
         raise ValueError(f"{result_path} names no episode files and none lie beside it")
     run = Run(run_dir, result.get("seed", config.get("seed")), config, git_commit=result.get("git_commit"))
     for protocol, name in names.items():
-        records = _read_episodes(run_dir / name, protocol)
+        records = read_episodes(run_dir / name, protocol)
         expected = (result.get("scores") or {}).get(protocol, {}).get("episodes")
         if expected is not None and expected != len(records):
             raise ValueError(f"{run_dir / name} holds {len(records)} episodes but {result_path} counts {expected}")

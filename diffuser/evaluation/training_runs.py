@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from diffuser.evaluation.aggregate import read_episodes
 from diffuser.evaluation.stats import bootstrap_ci, iqm, mean_se
 
 __all__ = ["DEFAULT_DIR", "row_key", "summarize_training_runs", "write_training_runs"]
@@ -55,8 +56,8 @@ def _load(run_dir: Path, guide: str) -> dict[str, Any]:
     episodes_path = run_dir / f"episodes_{guide}.jsonl"
     if not episodes_path.is_file():
         raise FileNotFoundError(f"{episodes_path} is missing: its locomotion.json reports {guide!r} episodes")
-    records = [json.loads(line) for line in episodes_path.read_text().splitlines() if line.strip()]
-    scores, fell = [r["score"] for r in records], [bool(r["terminated"]) for r in records]
+    records = read_episodes(episodes_path, guide)
+    scores, fell = [r["score"] for r in records], [bool(r.get("terminated")) for r in records]
     if len(scores) != report["results"][guide]["episodes"]:
         raise ValueError(f"{episodes_path} holds {len(scores)} episodes but {report_path} counts "
                          f"{report['results'][guide]['episodes']}")
