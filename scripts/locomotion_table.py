@@ -28,10 +28,11 @@ def _cell(r: dict | None) -> str:
 
 
 def _solver(p: dict) -> str:
-    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67"."""
+    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67 (4 of 16 cold)"."""
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
-    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "")
+    cold = f" ({p['cold_candidates']} of {p['candidates']} cold)" if p.get("cold_candidates") else ""
+    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + cold
 
 
 def _ranked_by_value(guide: str, planner: dict) -> bool:

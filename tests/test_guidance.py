@@ -399,6 +399,34 @@ def test_locomotion_warm_start_level_0_keeps_the_shifted_plan_and_level_1_is_col
         LocomotionPlanConfig(warm_level=1.5)
 
 
+def test_cold_candidates_give_the_value_ranking_a_way_out_of_the_warm_plan(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    value = load_value(_export(tmp_path, "v", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                               normalizer=model.normalizer))
+    obs = np.random.default_rng(2).normal(size=(2, 3)).astype(np.float32)
+    kw = dict(guide="none", select="value", candidates=4, sampler="ddim", sampler_steps=4, execute=2)
+    planner = LocomotionPlanner(model, value, LocomotionPlanConfig(**kw, warm_level=0.0, cold_candidates=1))
+    shifted = planner.shift(planner.plan(obs, torch.Generator().manual_seed(0)).trajectories)
+    kept = shifted.clone()  # level 0 keeps the warm plan, with only the current state inpainted
+    kept[:, 0, model.model.layout.state_slice] = model.normalizer.normalize_observations(torch.as_tensor(obs))
+    distance = lambda x: (x - kept.repeat_interleave(4, 0)).flatten(1).norm(dim=1)  # noqa: E731
+    planner.value.returns = lambda x, t: -distance(x)  # a value that likes the warm plan picks it
+    torch.testing.assert_close(planner.plan(obs, torch.Generator().manual_seed(1), warm_start=shifted).trajectories,
+                               kept)
+    planner.value.returns = lambda x, t: distance(x)  # one that dislikes it picks the fresh candidate
+    fresh = planner.plan(obs, torch.Generator().manual_seed(1), warm_start=shifted).trajectories
+    assert ((fresh - kept).flatten(1).norm(dim=1) > 1.0).all()
+    np.testing.assert_allclose(fresh[:, 0, model.model.layout.state_slice].numpy(),
+                               kept[:, 0, model.model.layout.state_slice].numpy(), atol=1e-5)  # from the same state
+    with pytest.raises(ValueError, match="at least one candidate continues"):
+        LocomotionPlanConfig(**kw, warm_level=0.5, cold_candidates=4)
+    with pytest.raises(ValueError, match="needs warm_level"):
+        LocomotionPlanConfig(**kw, cold_candidates=1)
+    with pytest.raises(ValueError, match="select='value'"):
+        LocomotionPlanner(model, value, LocomotionPlanConfig(**{**kw, "select": "first"}, warm_level=0.5,
+                                                             cold_candidates=1))
+
+
 def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     """collect → train (diffusion + value) → plan, through the CLI, on a tiny budget."""
     pytest.importorskip("mujoco")

@@ -55,6 +55,11 @@ def test_runs_of_other_planners_recipes_or_the_same_models_do_not_pool(tmp_path)
     # the target return's value is derived from the data, not chosen: it may differ
     summarize_training_runs([a, _run(tmp_path, "f", [90.0], "w5", planner={**PLANNER, "target_return_value": 2.0})],
                             "cfg")
+    # a setting added later (cold candidates) is at its default in runs recorded before it existed
+    summarize_training_runs([a, _run(tmp_path, "h", [90.0], "w7", planner={**PLANNER, "cold_candidates": 0})], "cfg")
+    with pytest.raises(ValueError, match="planner"):
+        summarize_training_runs([a, _run(tmp_path, "i", [90.0], "w8", planner={**PLANNER, "cold_candidates": 4})],
+                                "cfg")
 
 
 def test_cli_writes_the_table_with_its_command(tmp_path, capsys):

@@ -29,6 +29,7 @@ DEFAULT_DIR = Path("results/training_runs")
 RECIPE_KEYS = {"diffusion": ("steps", "horizon", "discount", "bootstrap_truncated"),
                "value": ("steps", "bootstrap_truncated")}
 DERIVED_PLANNER_KEYS = ("target_return_value",)  # computed from the data, not chosen
+LATER_PLANNER_KEYS = {"cold_candidates": 0}  # settings added after runs were recorded: absent means this default
 
 
 def row_key(report: dict[str, Any]) -> str:
@@ -70,7 +71,7 @@ def _recipe(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _planner(report: dict[str, Any], guide: str) -> dict[str, Any]:
-    planner = report["results"][guide]["planner"]
+    planner = {**LATER_PLANNER_KEYS, **report["results"][guide]["planner"]}
     return {k: v for k, v in planner.items() if k not in DERIVED_PLANNER_KEYS}
 
 

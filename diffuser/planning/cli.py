@@ -58,7 +58,8 @@ def _run_locomotion(args: argparse.Namespace) -> None:
                                   cfg_weight=args.cfg_weight, target_return=args.target_return,
                                   candidates=args.candidates, sampler=args.sampler,
                                   sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
-                                  execute=args.execute, select=args.select, warm_level=args.warm_level)
+                                  execute=args.execute, select=args.select, warm_level=args.warm_level,
+                                  cold_candidates=args.cold_candidates)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]
     run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
@@ -122,6 +123,9 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--execute", type=int, default=1, help="actions executed per plan before replanning")
     p.add_argument("--warm-level", type=float, help="replans start from the previous plan shifted by --execute, "
                                                     "noised to this share of the sampler's steps (0-1; default cold)")
+    p.add_argument("--cold-candidates", type=int, default=0,
+                   help="with --warm-level and --select value: this many of the candidates start from pure noise, "
+                        "so the ranking can leave a plan that has gone wrong (default 0: all warm)")
     p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first"],
                    help="which candidate to execute: value (highest predicted return of the final plans), guide "
                         "(highest value at the value guide's last step: no extra network call), first, or auto "

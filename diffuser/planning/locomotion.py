@@ -24,7 +24,7 @@ import torch
 from diffuser.diffusion.experts import ConditionDelta
 from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.samplers import make_sampler
-from diffuser.planning.planner import Planner, shift_plans
+from diffuser.planning.planner import Plan, Planner, shift_plans
 from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 
 __all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
@@ -49,6 +49,7 @@ class LocomotionPlanConfig:
     execute: int = 1  # actions executed from each plan before replanning
     horizon: int | None = None  # planning horizon (None: the model's)
     warm_level: float | None = None  # replans start from the last plan shifted by `execute`, noised to this share of the steps (None: cold)
+    cold_candidates: int = 0  # of a warm-started replan's candidates, this many start from pure noise: a way out of a bad plan
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
@@ -62,6 +63,11 @@ class LocomotionPlanConfig:
             raise ValueError(f"candidates and execute must be >= 1, got {self.candidates} and {self.execute}")
         if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
             raise ValueError(f"warm_level must be in [0, 1] or None (cold starts), got {self.warm_level}")
+        if not 0 <= self.cold_candidates < self.candidates:
+            raise ValueError(f"cold_candidates must be in [0, candidates) = [0, {self.candidates}), got "
+                             f"{self.cold_candidates}: at least one candidate continues the last plan")
+        if self.cold_candidates and self.warm_level is None:
+            raise ValueError("cold_candidates needs warm_level: without warm starts every candidate is cold")
         target = str(self.target_return)
         if target not in ("max", "q90"):
             try:
@@ -133,6 +139,9 @@ class LocomotionPlanner:
         # Each guide's own protocol: Diffuser ranks its value-guided candidates by the value; classifier-free
         # guidance (Decision Diffuser) and plain sampling take a sample as it comes.
         self.select = ("value" if config.guide == "value" else "first") if config.select == "auto" else config.select
+        if config.cold_candidates and self.select != "value":
+            raise ValueError(f"cold_candidates only matter when the value function ranks the candidates, and "
+                             f"select={self.select!r} does not: use select='value'")
         experts, self.guide = [], None
         if config.guide == "value":
             self.guide = ValueGuide(self.value, config.scale, config.n_guide_steps, config.t_stopgrad)
@@ -193,11 +202,19 @@ class LocomotionPlanner:
             if tuple(warm_start.shape) != (n, self.horizon, self.layout.transition_dim):
                 raise ValueError(f"warm_start must be (N, H, A+S) = {(n, self.horizon, self.layout.transition_dim)}, "
                                  f"got {tuple(warm_start.shape)}")
-            warm, level = warm_start.to(self.device).repeat_interleave(c, 0), self.config.warm_level
+            warm, level = warm_start.to(self.device), self.config.warm_level
         if self.guide is not None:
             self.guide.reset()
-        out = self.planner.plan(obs, horizon=self.horizon, num_samples=c, generator=generator, warm_start=warm,
-                                warm_level=level)
+        if warm is None or not self.config.cold_candidates:
+            out = self.planner.plan(obs, horizon=self.horizon, num_samples=c, generator=generator,
+                                    warm_start=None if warm is None else warm.repeat_interleave(c, 0), warm_level=level)
+        else:
+            # Candidates that all refine the last plan cannot leave it when it has gone wrong (a walker that
+            # stalls keeps planning to stand): a few fresh ones give the value ranking a way out.
+            k = self.config.cold_candidates
+            out = _interleave(self.planner.plan(obs, horizon=self.horizon, num_samples=c - k, generator=generator,
+                                                warm_start=warm.repeat_interleave(c - k, 0), warm_level=level),
+                              self.planner.plan(obs, horizon=self.horizon, num_samples=k, generator=generator), n)
         values, best = None, torch.zeros(n, dtype=torch.long)
         if self.select == "guide" and self.guide.last_values is not None:
             # V(x_t, t) at the last guided step, in raw return units: free, but judged on a still-noisy plan.
@@ -228,3 +245,11 @@ class LocomotionPlanner:
         if self.config.guide == "cfg":
             d["target_return_value"] = self.target_return()
         return d
+
+
+def _interleave(first: Plan, second: Plan, n: int) -> Plan:
+    """Two start-major batches of plans for the same n starts as one: each start's plans of ``first``, then
+    its plans of ``second``."""
+    join = lambda a, b: torch.cat([a.reshape(n, -1, *a.shape[1:]), b.reshape(n, -1, *b.shape[1:])], 1).flatten(0, 1)  # noqa: E731
+    return Plan(join(first.states, second.states), join(first.actions, second.actions),
+                join(first.trajectories, second.trajectories))
