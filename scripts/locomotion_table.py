@@ -7,7 +7,8 @@ behaviour policy (medium, medium-replay) or come within 10 % of the expert (medi
 expert policy being 100 on the datasets' own reference scores), and does guidance beat unguided sampling.
 Only cells of three or more evaluation seeds count. Where a dataset's planner was also scored across three
 or more training runs (``diffuser results training-runs``, files in ``training_runs/`` beside the results
-file), the target is judged on the best mean across training runs instead of the row's one pair of models.
+file), the target is judged on the best mean across training runs instead of the row's one pair of models; a
+table of some of another table's runs (the first three of four) is superseded by it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import json
 import re
 from pathlib import Path
+
+from diffuser.evaluation.training_runs import LATER_PLANNER_KEYS
 
 GUIDES = (("value", "value guidance"), ("cfg", "classifier-free"), ("none", "unguided"))
 
@@ -106,12 +109,22 @@ def _target_line(key: str, row: dict, across: list[dict] = ()) -> str:
 
 
 def _training_runs(results_path: str) -> dict[str, list[dict]]:
-    """The across-training-runs tables beside a results file, by dataset row."""
+    """The across-training-runs tables beside a results file, by dataset row, without superseded ones."""
     tables: dict[str, list[dict]] = {}
     for f in sorted((Path(results_path).parent / "training_runs").glob("*.json")):
         table = json.loads(f.read_text())
         tables.setdefault(table["key"], []).append(table)
-    return tables
+    return {key: _latest(found) for key, found in tables.items()}
+
+
+def _latest(tables: list[dict]) -> list[dict]:
+    """Drop every table whose runs are some of another's of the same planner: the first three runs of a
+    planner later scored on four say less than the four, and choosing the better of the two would pick a
+    subset by its score."""
+    models = [frozenset(r["diffusion_weights"] for r in t["runs"]) for t in tables]
+    planner = lambda t: (t["guide"], {**LATER_PLANNER_KEYS, **t["planner"]})  # noqa: E731
+    return [t for t, m in zip(tables, models)
+            if not any(planner(o) == planner(t) and m < n for o, n in zip(tables, models))]
 
 
 def main(path: str = "results/locomotion.json", env: str | None = None, version: str | None = None,

@@ -87,3 +87,9 @@ def test_targets_are_judged_across_three_or_more_training_runs(tmp_path):
     assert "**met**" in table._target_line("walker2d-medium-expert-v1", row, [two, three])  # 94 (2 runs) < 91.7
     unguided = {**three, "guide": "none", "summary": {**three["summary"], "score": 99.0}}
     assert "91.7" in table._target_line("walker2d-medium-expert-v1", row, [unguided, three])  # not a guide
+    # the first three runs of a planner scored on four are superseded by the four, good or bad
+    four = summarize_training_runs([*runs, _run(tmp_path, "d", [70.0], "wd")], "cfg")
+    assert table._latest([three, four, unguided]) == [four, unguided]
+    overlapping = summarize_training_runs(runs[:2] + [tmp_path / "d"], "cfg")  # shares runs but is no subset
+    assert table._latest([three, overlapping]) == [three, overlapping]
+    assert "missed" in table._target_line("walker2d-medium-expert-v1", row, table._latest([three, four]))
