@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from diffuser.evaluation.training_runs import LATER_PLANNER_KEYS
+from diffuser.evaluation.training_runs import planner_settings
 
 GUIDES = (("value", "value guidance"), ("cfg", "classifier-free"), ("none", "unguided"))
 
@@ -122,7 +122,7 @@ def _latest(tables: list[dict]) -> list[dict]:
     planner later scored on four say less than the four, and choosing the better of the two would pick a
     subset by its score."""
     models = [frozenset(r["diffusion_weights"] for r in t["runs"]) for t in tables]
-    planner = lambda t: (t["guide"], {**LATER_PLANNER_KEYS, **t["planner"]})  # noqa: E731
+    planner = lambda t: (t["guide"], planner_settings(t["planner"]))  # noqa: E731
     return [t for t, m in zip(tables, models)
             if not any(planner(o) == planner(t) and m < n for o, n in zip(tables, models))]
 

@@ -22,7 +22,7 @@ from typing import Any
 from diffuser.evaluation.aggregate import read_episodes
 from diffuser.evaluation.stats import bootstrap_ci, iqm, mean_se
 
-__all__ = ["DEFAULT_DIR", "row_key", "summarize_training_runs", "write_training_runs"]
+__all__ = ["DEFAULT_DIR", "planner_settings", "row_key", "summarize_training_runs", "write_training_runs"]
 
 DEFAULT_DIR = Path("results/training_runs")
 # The training recipe: what must agree between runs for them to be runs of one recipe.
@@ -70,9 +70,14 @@ def _recipe(report: dict[str, Any]) -> dict[str, Any]:
     return {part: {k: training.get(part, {}).get(k) for k in keys} for part, keys in RECIPE_KEYS.items()}
 
 
+def planner_settings(planner: dict[str, Any]) -> dict[str, Any]:
+    """A recorded planner's chosen settings, comparable across reports of any age: settings added since
+    filled in at their defaults, values derived from the data left out."""
+    return {k: v for k, v in {**LATER_PLANNER_KEYS, **planner}.items() if k not in DERIVED_PLANNER_KEYS}
+
+
 def _planner(report: dict[str, Any], guide: str) -> dict[str, Any]:
-    planner = {**LATER_PLANNER_KEYS, **report["results"][guide]["planner"]}
-    return {k: v for k, v in planner.items() if k not in DERIVED_PLANNER_KEYS}
+    return planner_settings(report["results"][guide]["planner"])
 
 
 def _same(what: str, values: dict[Path, Any]) -> Any:
