@@ -31,11 +31,13 @@ def _cell(r: dict | None) -> str:
 
 
 def _solver(p: dict) -> str:
-    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67 (4 of 16 cold)"."""
+    """One guide's sampler in words: "DDIM 5", "DPM-Solver++ 3 warm 0.67 (4 of 16 cold)", with
+    ", planned falls avoided" where the planner did."""
     name = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++"}[p["sampler"]]
     steps = "" if p["sampler"] == "ddpm" else f" {p['sampler_steps']}"
     cold = f" ({p['cold_candidates']} of {p['candidates']} cold)" if p.get("cold_candidates") else ""
-    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + cold
+    falls = ", planned falls avoided" if p.get("avoid_falls") else ""
+    return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + cold + falls
 
 
 def _ranked_by_value(guide: str, planner: dict) -> bool:
@@ -48,7 +50,8 @@ def _guide_name(guide: str, planner: dict) -> str:
     """A guide as the targets name it: "value guidance", "classifier-free, ranked by value", ..."""
     if guide == "value" and planner.get("scale") == 0:
         return "value ranking, scale 0"  # candidates ranked by the value function, no gradient
-    return dict(GUIDES)[guide] + (", ranked by value" if _ranked_by_value(guide, planner) else "")
+    return (dict(GUIDES)[guide] + (", ranked by value" if _ranked_by_value(guide, planner) else "")
+            + (", planned falls avoided" if planner.get("avoid_falls") else ""))
 
 
 def _planner(row: dict) -> str:

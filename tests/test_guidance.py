@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -425,6 +426,64 @@ def test_cold_candidates_give_the_value_ranking_a_way_out_of_the_warm_plan(tmp_p
     with pytest.raises(ValueError, match="select='value'"):
         LocomotionPlanner(model, value, LocomotionPlanConfig(**{**kw, "select": "first"}, warm_level=0.5,
                                                              cold_candidates=1))
+
+
+def test_avoid_falls_chooses_among_the_candidates_that_stay_healthy_longest(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    value = load_value(_export(tmp_path, "v", value=build_value(LAYOUT, 8, SMALL_VALUE, 10),
+                               normalizer=model.normalizer))
+    obs = np.random.default_rng(3).normal(size=(2, 3)).astype(np.float32)
+    kw = dict(guide="none", candidates=4, sampler="ddim", sampler_steps=3, avoid_falls=True)
+    planner = LocomotionPlanner(model, value, LocomotionPlanConfig(**kw, select="first"))
+    with pytest.raises(ValueError, match="set_health_rule"):
+        planner.plan(obs)
+    with pytest.raises(ValueError, match="never terminates"):
+        planner.set_health_rule(None)
+    # How long each candidate's plan stays healthy (start-major: start 0's four candidates, then start 1's).
+    steps = torch.tensor([3, 8, 8, 5, 8, 8, 8, 8])
+    planner.set_health_rule(SimpleNamespace(healthy_steps=lambda states: steps))
+    every = planner.planner.plan(obs, horizon=8, num_samples=4, generator=torch.Generator().manual_seed(0)).trajectories
+    chosen = planner.plan(obs, torch.Generator().manual_seed(0)).trajectories
+    torch.testing.assert_close(chosen, every[[1, 4]])  # start 0: the first healthy one; start 1: the first
+    assert planner.fall_checks == {"decisions": 2, "switched": 1}
+    ranked = LocomotionPlanner(model, value, LocomotionPlanConfig(**kw, select="value"))
+    ranked.set_health_rule(SimpleNamespace(healthy_steps=lambda states: steps))
+    ranked.value.returns = lambda x, t: torch.tensor([10.0, 1.0, 2.0, 20.0, 0.0, 5.0, 1.0, 1.0])
+    plans = ranked.plan(obs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plans.trajectories, every[[2, 5]])  # the best value among the healthiest
+    np.testing.assert_array_equal(plans.values, [2.0, 5.0])
+    assert ranked.fall_checks == {"decisions": 2, "switched": 1}
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
+def test_health_rule_is_the_envs_own_termination_rule(env_id):
+    """The rule applied to observations agrees with the env's is_healthy on states near its boundary."""
+    pytest.importorskip("mujoco")
+    import gymnasium as gym
+
+    from diffuser.envs.health import HealthRule
+
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    rule = HealthRule.from_env(env)
+    sim = env.unwrapped
+    rng = np.random.default_rng(0)
+    agree, healthy = [], []
+    for _ in range(200):
+        qpos = sim.init_qpos + rng.normal(scale=0.4, size=sim.model.nq)
+        qvel = rng.normal(scale=3.0, size=sim.model.nv)
+        sim.set_state(qpos, qvel)
+        obs = torch.as_tensor(sim._get_obs())
+        agree.append(bool(rule.healthy(obs)) == bool(sim.is_healthy))
+        healthy.append(bool(sim.is_healthy))
+    assert all(agree) and 0 < sum(healthy) < len(healthy)  # both sides of the boundary were tried
+    assert rule.healthy(torch.as_tensor(np.stack([sim._get_obs()] * 2))).shape == (2,)
+    plan = torch.zeros(2, 6, env.observation_space.shape[0])
+    plan[..., rule.z_index] = 1.25  # upright: inside both envs' height ranges
+    plan[1, 4:, rule.z_index] = 0.1  # the second plan falls at its fifth state
+    assert rule.healthy_steps(plan).tolist() == [6, 4]
+    assert HealthRule.from_env(gym.make("HalfCheetah-v5")) is None  # it never falls
+    assert HealthRule.from_env(gym.make(env_id, terminate_when_unhealthy=False)) is None
 
 
 def test_collect_train_plan_smoke(tmp_path, monkeypatch):

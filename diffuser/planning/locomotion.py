@@ -10,7 +10,9 @@ inpainted), steered toward high return by one of:
 - ``"none"``: plain samples of the (unconditional) model.
 
 and executes the first ``execute`` actions of the chosen plan, then replans. All environments and
-candidates of a decision are one batched sampling call.
+candidates of a decision are one batched sampling call. With ``avoid_falls``, the env's own termination rule
+(:class:`~diffuser.envs.health.HealthRule`) judges every candidate's planned states, and the choice (first,
+or best value) is made among the candidates that stay healthy the longest.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from diffuser.diffusion.experts import ConditionDelta
 from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.samplers import make_sampler
+from diffuser.envs.health import HealthRule
 from diffuser.planning.planner import Plan, Planner, shift_plans
 from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 
@@ -50,6 +53,7 @@ class LocomotionPlanConfig:
     horizon: int | None = None  # planning horizon (None: the model's)
     warm_level: float | None = None  # replans start from the last plan shifted by `execute`, noised to this share of the steps (None: cold)
     cold_candidates: int = 0  # of a warm-started replan's candidates, this many start from pure noise: a way out of a bad plan
+    avoid_falls: bool = False  # choose only among the candidates whose planned states stay healthy the longest (the env's termination rule)
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
@@ -136,6 +140,8 @@ class LocomotionPlanner:
         self.model_config, self.value_config = model.config, value.config if value else None
         self.layout = self.model.layout
         self.action_bounds: tuple[np.ndarray, np.ndarray] | None = None  # set from the env by the evaluator
+        self.health_rule: HealthRule | None = None  # set from the env by the evaluator (avoid_falls)
+        self.fall_checks = {"decisions": 0, "switched": 0}  # avoid_falls: how often it changed the choice
         # Each guide's own protocol: Diffuser ranks its value-guided candidates by the value; classifier-free
         # guidance (Decision Diffuser) and plain sampling take a sample as it comes.
         self.select = ("value" if config.guide == "value" else "first") if config.select == "auto" else config.select
@@ -215,21 +221,33 @@ class LocomotionPlanner:
             out = _interleave(self.planner.plan(obs, horizon=self.horizon, num_samples=c - k, generator=generator,
                                                 warm_start=warm.repeat_interleave(c - k, 0), warm_level=level),
                               self.planner.plan(obs, horizon=self.horizon, num_samples=k, generator=generator), n)
-        values, best = None, torch.zeros(n, dtype=torch.long)
+        values = None
         if self.select == "guide" and self.guide.last_values is not None:
             # V(x_t, t) at the last guided step, in raw return units: free, but judged on a still-noisy plan.
             values = (self.guide.last_values * self.value.return_std + self.value.return_mean).reshape(n, c)
         elif self.select in ("value", "guide"):  # "guide" with no guided step (scale 0, or every t < t_stopgrad)
             with torch.no_grad():
                 values = self.value.returns(out.trajectories, 0).reshape(n, c)
+        allowed = self._safest(out.states, n, c) if self.config.avoid_falls else None
+        best = _choose(values, allowed, n, c)
+        if allowed is not None:
+            self.fall_checks["decisions"] += n
+            self.fall_checks["switched"] += int((best != _choose(values, None, n, c)).sum())
         if values is not None:
-            best = values.argmax(dim=1)
             values = values[torch.arange(n), best].cpu().numpy()
         rows = torch.arange(n) * c + best.cpu()  # the chosen candidate of each start (start-major batch)
         actions = out.actions.cpu()[rows, : self.config.execute].numpy()
         if self.action_bounds is not None:
             actions = np.clip(actions, *self.action_bounds)
         return LocomotionPlans(actions, out.states.cpu()[rows].numpy(), values, out.trajectories[rows.to(self.device)])
+
+    def _safest(self, states: torch.Tensor, n: int, c: int) -> torch.Tensor:
+        """(n, c) bool: the candidates of each start whose planned states stay healthy the longest."""
+        if self.health_rule is None:
+            raise ValueError("avoid_falls judges plans by the env's termination rule, and none is set: call "
+                             "set_health_rule(HealthRule.from_env(env)) (the evaluator does)")
+        steps = self.health_rule.healthy_steps(states.to(torch.float32)).reshape(n, c)
+        return steps == steps.max(dim=1, keepdim=True).values
 
     def shift(self, trajectories: torch.Tensor, steps: int | np.ndarray | None = None) -> torch.Tensor:
         """Plans (N, H, A+S) advanced by ``steps`` env steps (default: ``execute``) for the next warm start."""
@@ -239,12 +257,28 @@ class LocomotionPlanner:
         """Clip executed actions to the env's action space."""
         self.action_bounds = (np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32))
 
+    def set_health_rule(self, rule: HealthRule | None) -> None:
+        """The env's termination rule, for ``avoid_falls``; None (an env that never falls) is an error there."""
+        if rule is None and self.config.avoid_falls:
+            raise ValueError("avoid_falls needs an env that ends episodes when the body falls (Hopper, Walker2d); "
+                             "this one never terminates (HalfCheetah): drop --avoid-falls")
+        self.health_rule = rule
+
     def describe(self) -> dict[str, Any]:
         d = asdict(self.config)
         d["select"] = self.select
         if self.config.guide == "cfg":
             d["target_return_value"] = self.target_return()
         return d
+
+
+def _choose(values: torch.Tensor | None, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
+    """(n,) the chosen candidate of each start: the best value, or the first, among the allowed ones."""
+    if values is not None:
+        return (values if allowed is None else values.masked_fill(~allowed.to(values.device), -torch.inf)).argmax(1).cpu()
+    if allowed is None:
+        return torch.zeros(n, dtype=torch.long)
+    return allowed.long().argmax(dim=1).cpu()  # argmax returns the first of the maximal (True) entries
 
 
 def _interleave(first: Plan, second: Plan, n: int) -> Plan:
