@@ -455,6 +455,28 @@ def test_avoid_falls_chooses_among_the_candidates_that_stay_healthy_longest(tmp_
     assert ranked.fall_checks == {"decisions": 2, "switched": 1}
 
 
+def test_consensus_and_mean_selection_follow_the_candidates_center(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    obs = np.random.default_rng(4).normal(size=(2, 3)).astype(np.float32)
+    kw = dict(guide="none", candidates=5, sampler="ddim", sampler_steps=3, execute=2)
+    consensus = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, select="consensus"))
+    every = consensus.planner.plan(obs, horizon=8, num_samples=5, generator=torch.Generator().manual_seed(0))
+    x = every.trajectories.reshape(2, 5, -1)
+    pairwise = torch.cdist(x, x).square().sum(-1)  # (2, 5) summed squared distance to the other candidates
+    medoid = pairwise.argmin(dim=1)
+    chosen = consensus.plan(obs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(chosen.trajectories, every.trajectories[torch.arange(2) * 5 + medoid])
+    mean = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, select="mean", avoid_falls=True))
+    steps = torch.tensor([8, 8, 2, 8, 8, 8, 8, 8, 8, 8])  # start 0's third candidate falls: left out of its mean
+    mean.set_health_rule(SimpleNamespace(healthy_steps=lambda states: steps))
+    averaged = mean.plan(obs, torch.Generator().manual_seed(0))
+    actions = every.actions.reshape(2, 5, 8, -1)
+    np.testing.assert_allclose(averaged.actions[0], actions[0, [0, 1, 3, 4], :2].mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(averaged.actions[1], actions[1, :, :2].mean(0).numpy(), atol=1e-5)
+    torch.testing.assert_close(averaged.trajectories[1], every.trajectories[5:].mean(0))
+    assert averaged.values is None and mean.fall_checks == {"decisions": 2, "switched": 1}
+
+
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
 def test_health_rule_is_the_envs_own_termination_rule(env_id):
     """The rule applied to observations agrees with the env's is_healthy on states near its boundary."""

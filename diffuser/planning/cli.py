@@ -129,9 +129,10 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--avoid-falls", action="store_true",
                    help="Hopper, Walker2d: choose only among the candidates whose planned states stay inside the "
                         "env's healthy ranges the longest (its termination rule applied to the plans)")
-    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first"],
+    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus", "mean"],
                    help="which candidate to execute: value (highest predicted return of the final plans), guide "
-                        "(highest value at the value guide's last step: no extra network call), first, or auto "
+                        "(highest value at the value guide's last step: no extra network call), first, consensus "
+                        "(the plan nearest the candidates' mean), mean (the candidates' average plan), or auto "
                         "(value for value guidance, first otherwise)")
     p.add_argument("--max-episode-steps", type=int, help="shorter episodes than the env's 1000 (quick checks)")
     p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")

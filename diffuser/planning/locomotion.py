@@ -33,7 +33,7 @@ from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 __all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
 
 GUIDES = ("value", "cfg", "none")
-SELECTS = ("auto", "value", "guide", "first")
+SELECTS = ("auto", "value", "guide", "first", "consensus", "mean")
 
 
 @dataclass
@@ -46,7 +46,8 @@ class LocomotionPlanConfig:
     target_return: str = "z0"  # the return CFG asks for: "zK" (mean + K std of the training windows' returns), "max", "q90", or a number
     candidates: int = 16  # plans sampled per decision
     select: str = "auto"  # "value": best predicted return of the final plans (needs a value model) | "guide": best value at the
-    # guide's last guided step (guide="value"; no extra network call, but noisier plans) | "first" | "auto": value for guide="value", else first
+    # guide's last guided step (guide="value"; no extra network call, but noisier plans) | "first" | "consensus": the plan nearest
+    # the candidates' mean (their medoid: no outlier) | "mean": the candidates' average plan | "auto": value for guide="value", else first
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
     sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
     execute: int = 1  # actions executed from each plan before replanning
@@ -229,17 +230,32 @@ class LocomotionPlanner:
             with torch.no_grad():
                 values = self.value.returns(out.trajectories, 0).reshape(n, c)
         allowed = self._safest(out.states, n, c) if self.config.avoid_falls else None
-        best = _choose(values, allowed, n, c)
         if allowed is not None:
             self.fall_checks["decisions"] += n
-            self.fall_checks["switched"] += int((best != _choose(values, None, n, c)).sum())
+        if self.select == "mean":
+            if allowed is not None:
+                self.fall_checks["switched"] += int((~allowed).any(dim=1).sum())
+            return self._mean_plan(out, allowed, n, c)
+        # Higher is better: the predicted return, or (consensus) closeness to the candidates' mean plan.
+        scores = -_spread(out.trajectories, allowed, n, c) if self.select == "consensus" else values
+        best = _choose(scores, allowed, n)
+        if allowed is not None:
+            self.fall_checks["switched"] += int((best != _choose(scores, None, n)).sum())
         if values is not None:
             values = values[torch.arange(n), best].cpu().numpy()
         rows = torch.arange(n) * c + best.cpu()  # the chosen candidate of each start (start-major batch)
-        actions = out.actions.cpu()[rows, : self.config.execute].numpy()
-        if self.action_bounds is not None:
-            actions = np.clip(actions, *self.action_bounds)
-        return LocomotionPlans(actions, out.states.cpu()[rows].numpy(), values, out.trajectories[rows.to(self.device)])
+        return LocomotionPlans(self._clip(out.actions.cpu()[rows, : self.config.execute].numpy()),
+                               out.states.cpu()[rows].numpy(), values, out.trajectories[rows.to(self.device)])
+
+    def _mean_plan(self, out: Plan, allowed: torch.Tensor | None, n: int, c: int) -> LocomotionPlans:
+        """The (allowed) candidates' average plan: the normaliser is affine, so raw and normalised means agree."""
+        weights = _weights(allowed, n, c, out.trajectories.device)
+        mean = lambda x: torch.einsum("nc,nc...->n...", weights.to(x.device), x.reshape(n, c, *x.shape[1:]))  # noqa: E731
+        return LocomotionPlans(self._clip(mean(out.actions).cpu()[:, : self.config.execute].numpy()),
+                               mean(out.states).cpu().numpy(), None, mean(out.trajectories))
+
+    def _clip(self, actions: np.ndarray) -> np.ndarray:
+        return actions if self.action_bounds is None else np.clip(actions, *self.action_bounds)
 
     def _safest(self, states: torch.Tensor, n: int, c: int) -> torch.Tensor:
         """(n, c) bool: the candidates of each start whose planned states stay healthy the longest."""
@@ -272,7 +288,21 @@ class LocomotionPlanner:
         return d
 
 
-def _choose(values: torch.Tensor | None, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
+def _weights(allowed: torch.Tensor | None, n: int, c: int, device: torch.device) -> torch.Tensor:
+    """(n, c) equal weights over each start's allowed candidates (all of them without a mask)."""
+    w = torch.ones(n, c, device=device) if allowed is None else allowed.to(device, torch.float32)
+    return w / w.sum(dim=1, keepdim=True)
+
+
+def _spread(trajectories: torch.Tensor, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
+    """(n, c) squared distance of each normalised candidate plan from its start's mean plan (over the allowed
+    candidates). The nearest is the medoid: Σ_j |x_i − x_j|² = c·|x_i − mean|² + const."""
+    x = trajectories.reshape(n, c, -1)
+    center = torch.einsum("nc,ncd->nd", _weights(allowed, n, c, x.device), x)
+    return (x - center[:, None]).square().sum(-1)
+
+
+def _choose(values: torch.Tensor | None, allowed: torch.Tensor | None, n: int) -> torch.Tensor:
     """(n,) the chosen candidate of each start: the best value, or the first, among the allowed ones."""
     if values is not None:
         return (values if allowed is None else values.masked_fill(~allowed.to(values.device), -torch.inf)).argmax(1).cpu()
