@@ -40,24 +40,31 @@ def _solver(p: dict) -> str:
     return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + cold + falls
 
 
-def _ranked_by_value(guide: str, planner: dict) -> bool:
-    """Whether a guide other than the value guide (which always ranks so) executed the candidate plan that
-    the value function scored highest."""
-    return guide != "value" and planner.get("select") == "value"
+SELECTIONS = {"value": "ranked by value", "mean": "averaged over its candidates", "consensus": "as its candidates' medoid"}
+
+
+def _selection(guide: str, planner: dict) -> str | None:
+    """How a guide chose the executed plan among its candidates, in words, where that departs from the
+    guide's own protocol (the value guide ranks by value, the others take the first candidate)."""
+    select = planner.get("select")
+    if guide == "value" and select in ("value", "guide"):
+        return None
+    return SELECTIONS.get(select)
 
 
 def _guide_name(guide: str, planner: dict) -> str:
     """A guide as the targets name it: "value guidance", "classifier-free, ranked by value", ..."""
     if guide == "value" and planner.get("scale") == 0:
         return "value ranking, scale 0"  # candidates ranked by the value function, no gradient
-    return (dict(GUIDES)[guide] + (", ranked by value" if _ranked_by_value(guide, planner) else "")
+    selection = _selection(guide, planner)
+    return (dict(GUIDES)[guide] + (f", {selection}" if selection else "")
             + (", planned falls avoided" if planner.get("avoid_falls") else ""))
 
 
 def _planner(row: dict) -> str:
     """The row's sampler: one description when every guide used it (e.g. DDIM 5), else one per guide;
     then whatever departs from the defaults: the horizon (32), the return discount (0.99), returns
-    continued past time limits (by default cut), guides ranked by value, and the value guide's scale (1)."""
+    continued past time limits (by default cut), guides that chose otherwise than by their protocol, and the value guide's scale (1)."""
     groups: dict[str, list[str]] = {}  # sampler -> the guides that used it
     for g, name in GUIDES:
         if g in row:
@@ -71,8 +78,8 @@ def _planner(row: dict) -> str:
                  if row["training"].get(k, {}).get("bootstrap_truncated")]
     return (text + (f", H {horizon}" if horizon != 32 else "") + (f", γ {discount:g}" if discount != 0.99 else "")
             + (f", {' and '.join(continued)} returns continued past the cut" if continued else "")
-            + "".join(f", {name} ranked by value" for g, name in GUIDES
-                      if g in row and _ranked_by_value(g, row[g]["planner"]))
+            + "".join(f", {name} {_selection(g, row[g]['planner'])}" for g, name in GUIDES
+                      if g in row and _selection(g, row[g]["planner"]))
             + (f", value scale {scale:g}" if scale != 1.0 else ""))
 
 

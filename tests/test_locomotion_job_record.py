@@ -94,6 +94,9 @@ def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
     assert "value ranking, scale 0" in line and "**met**" in line
     row["cfg"] = {**_cell(93.0), "planner": {"guide": "cfg", "select": "value"}}
     assert "93.0 ± 1.0 (classifier-free, ranked by value)" in table._target_line("walker2d-medium-expert-v1", row)
+    row["cfg"]["planner"] = {"guide": "cfg", "select": "mean", "avoid_falls": True}
+    assert "(classifier-free, averaged over its candidates, planned falls avoided)" in table._target_line(
+        "walker2d-medium-expert-v1", row)
     assert "no guided cell" in table._target_line("x-medium", {"dataset_average": {"score": 1.0}, "cfg": _cell(5.0, 1)})
 
 
@@ -117,3 +120,5 @@ def test_planner_column_names_the_horizon_and_discount_only_where_not_the_defaul
     row["cfg"] = {"planner": {**planner, "guide": "cfg", "select": "value"}}
     assert table._planner(row) == ("DPM-Solver++ 3 warm 0.67, H 4, γ 0.999, condition and value returns continued "
                                    "past the cut, classifier-free ranked by value, value scale 0.1")
+    row["cfg"]["planner"]["select"] = "consensus"
+    assert "classifier-free as its candidates' medoid" in table._planner(row)
