@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=10, help="locomotion: episodes per seed")
     p.add_argument("--guides", nargs="+", default=["value", "none"], choices=["value", "cfg", "none"],
                    help="locomotion: guides to time and score")
-    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus", "mean"],
+    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus"],
                    help="locomotion: the value-guided rows' candidate choice (guide: the guide's last values)")
     p.add_argument("--table", help="fast, locomotion: print the Markdown tables of this results file instead of running")
     p.set_defaults(func=_cmd_bench)

@@ -466,7 +466,7 @@ def test_consensus_and_mean_selection_follow_the_candidates_center(tmp_path):
     medoid = pairwise.argmin(dim=1)
     chosen = consensus.plan(obs, torch.Generator().manual_seed(0))
     torch.testing.assert_close(chosen.trajectories, every.trajectories[torch.arange(2) * 5 + medoid])
-    mean = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, select="mean", avoid_falls=True))
+    mean = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, average=5, avoid_falls=True))
     steps = torch.tensor([8, 8, 2, 8, 8, 8, 8, 8, 8, 8])  # start 0's third candidate falls: left out of its mean
     mean.set_health_rule(SimpleNamespace(healthy_steps=lambda states: steps))
     averaged = mean.plan(obs, torch.Generator().manual_seed(0))
@@ -475,6 +475,16 @@ def test_consensus_and_mean_selection_follow_the_candidates_center(tmp_path):
     np.testing.assert_allclose(averaged.actions[1], actions[1, :, :2].mean(0).numpy(), atol=1e-5)
     torch.testing.assert_close(averaged.trajectories[1], every.trajectories[5:].mean(0))
     assert averaged.values is None and mean.fall_checks == {"decisions": 2, "switched": 1}
+    # Averaging the two best by value: the top two of each start, and the mean of their values.
+    value = load_value(_export(tmp_path, "v", value=build_value(LAYOUT, 8, SMALL_VALUE, 10), normalizer=model.normalizer))
+    top = LocomotionPlanner(model, value, LocomotionPlanConfig(**kw, select="value", average=2))
+    top.value.returns = lambda x, t: torch.tensor([1.0, 4.0, 3.0, 0.0, 2.0, 0.0, 0.0, 9.0, 8.0, 1.0])
+    ranked = top.plan(obs, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(ranked.actions[0], actions[0, [1, 2], :2].mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(ranked.actions[1], actions[1, [2, 3], :2].mean(0).numpy(), atol=1e-5)
+    np.testing.assert_allclose(ranked.values, [3.5, 8.5])
+    with pytest.raises(ValueError, match="average must be in"):
+        LocomotionPlanConfig(**kw, average=6)
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])

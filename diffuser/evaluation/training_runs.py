@@ -29,7 +29,8 @@ DEFAULT_DIR = Path("results/training_runs")
 RECIPE_KEYS = {"diffusion": ("steps", "horizon", "discount", "bootstrap_truncated"),
                "value": ("steps", "bootstrap_truncated")}
 DERIVED_PLANNER_KEYS = ("target_return_value",)  # computed from the data, not chosen
-LATER_PLANNER_KEYS = {"cold_candidates": 0, "avoid_falls": False}  # settings added after runs were recorded: absent means this default
+# Settings added after runs were recorded: absent means this default.
+LATER_PLANNER_KEYS = {"cold_candidates": 0, "avoid_falls": False, "average": 1}
 
 
 def row_key(report: dict[str, Any]) -> str:

@@ -59,7 +59,8 @@ def _run_locomotion(args: argparse.Namespace) -> None:
                                   candidates=args.candidates, sampler=args.sampler,
                                   sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
                                   execute=args.execute, select=args.select, warm_level=args.warm_level,
-                                  cold_candidates=args.cold_candidates, avoid_falls=args.avoid_falls)
+                                  cold_candidates=args.cold_candidates, avoid_falls=args.avoid_falls,
+                                  average=args.average)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]
     run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
@@ -126,13 +127,16 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cold-candidates", type=int, default=0,
                    help="with --warm-level and --select value: this many of the candidates start from pure noise, "
                         "so the ranking can leave a plan that has gone wrong (default 0: all warm)")
+    p.add_argument("--average", type=int, default=1,
+                   help="execute the mean of this many of the best candidates by --select (default 1: the best "
+                        "alone; --candidates: all of them, whose noise then averages out)")
     p.add_argument("--avoid-falls", action="store_true",
                    help="Hopper, Walker2d: choose only among the candidates whose planned states stay inside the "
                         "env's healthy ranges the longest (its termination rule applied to the plans)")
-    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus", "mean"],
+    p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus"],
                    help="which candidate to execute: value (highest predicted return of the final plans), guide "
                         "(highest value at the value guide's last step: no extra network call), first, consensus "
-                        "(the plan nearest the candidates' mean), mean (the candidates' average plan), or auto "
+                        "(the plan nearest the candidates' mean), or auto "
                         "(value for value guidance, first otherwise)")
     p.add_argument("--max-episode-steps", type=int, help="shorter episodes than the env's 1000 (quick checks)")
     p.add_argument("--dataset-steps", type=int, help="steps of a dataset collected here (default 200,000)")

@@ -12,7 +12,9 @@ inpainted), steered toward high return by one of:
 and executes the first ``execute`` actions of the chosen plan, then replans. All environments and
 candidates of a decision are one batched sampling call. With ``avoid_falls``, the env's own termination rule
 (:class:`~diffuser.envs.health.HealthRule`) judges every candidate's planned states, and the choice (first,
-or best value) is made among the candidates that stay healthy the longest.
+best value, or consensus) is made among the candidates that stay healthy the longest. With ``average`` K > 1
+the executed plan is the mean of the K best candidates: with few solver steps each sample's first action is
+noisy, and their mean is not.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
 __all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
 
 GUIDES = ("value", "cfg", "none")
-SELECTS = ("auto", "value", "guide", "first", "consensus", "mean")
+SELECTS = ("auto", "value", "guide", "first", "consensus")
 
 
 @dataclass
@@ -47,7 +49,8 @@ class LocomotionPlanConfig:
     candidates: int = 16  # plans sampled per decision
     select: str = "auto"  # "value": best predicted return of the final plans (needs a value model) | "guide": best value at the
     # guide's last guided step (guide="value"; no extra network call, but noisier plans) | "first" | "consensus": the plan nearest
-    # the candidates' mean (their medoid: no outlier) | "mean": the candidates' average plan | "auto": value for guide="value", else first
+    # the candidates' mean (their medoid: no outlier) | "auto": value for guide="value", else first
+    average: int = 1  # execute the mean of this many of the best candidates by `select` (1: the best alone; `candidates`: all)
     sampler: str = "ddpm"  # "ddpm" | "ddim" | "dpmpp"
     sampler_steps: int | None = None  # network evaluations for ddim / dpmpp (None: all)
     execute: int = 1  # actions executed from each plan before replanning
@@ -66,6 +69,8 @@ class LocomotionPlanConfig:
                              f"not {self.guide!r}; use select='value' to rank with a separate value pass")
         if self.candidates < 1 or self.execute < 1:
             raise ValueError(f"candidates and execute must be >= 1, got {self.candidates} and {self.execute}")
+        if not 1 <= self.average <= self.candidates:
+            raise ValueError(f"average must be in [1, candidates] = [1, {self.candidates}], got {self.average}")
         if self.warm_level is not None and not 0.0 <= self.warm_level <= 1.0:
             raise ValueError(f"warm_level must be in [0, 1] or None (cold starts), got {self.warm_level}")
         if not 0 <= self.cold_candidates < self.candidates:
@@ -86,7 +91,7 @@ class LocomotionPlanConfig:
 class LocomotionPlans:
     actions: np.ndarray  # (N, execute, A) raw actions to execute
     states: np.ndarray  # (N, H, S) raw planned states of the chosen plans
-    values: np.ndarray | None  # (N,) predicted return of the chosen plans (with a value model)
+    values: np.ndarray | None  # (N,) predicted return of the chosen plans (with a value model; the mean of averaged ones)
     trajectories: torch.Tensor  # (N, H, A+S) the chosen plans as sampled (normalised): the next warm starts
 
 
@@ -230,32 +235,27 @@ class LocomotionPlanner:
             with torch.no_grad():
                 values = self.value.returns(out.trajectories, 0).reshape(n, c)
         allowed = self._safest(out.states, n, c) if self.config.avoid_falls else None
+        # Higher is better: the predicted return, closeness to the candidates' mean plan (consensus), or
+        # the sampling order (first).
+        if self.select == "consensus":
+            scores = -_spread(out.trajectories, allowed, n, c)
+        else:
+            scores = values if values is not None else -torch.arange(c, dtype=torch.float32).expand(n, c)
+        chosen, weights = _best(scores.cpu(), allowed, self.config.average)
         if allowed is not None:
             self.fall_checks["decisions"] += n
-        if self.select == "mean":
-            if allowed is not None:
-                self.fall_checks["switched"] += int((~allowed).any(dim=1).sum())
-            return self._mean_plan(out, allowed, n, c)
-        # Higher is better: the predicted return, or (consensus) closeness to the candidates' mean plan.
-        scores = -_spread(out.trajectories, allowed, n, c) if self.select == "consensus" else values
-        best = _choose(scores, allowed, n)
-        if allowed is not None:
-            self.fall_checks["switched"] += int((best != _choose(scores, None, n)).sum())
-        if values is not None:
-            values = values[torch.arange(n), best].cpu().numpy()
-        rows = torch.arange(n) * c + best.cpu()  # the chosen candidate of each start (start-major batch)
-        return LocomotionPlans(self._clip(out.actions.cpu()[rows, : self.config.execute].numpy()),
-                               out.states.cpu()[rows].numpy(), values, out.trajectories[rows.to(self.device)])
-
-    def _mean_plan(self, out: Plan, allowed: torch.Tensor | None, n: int, c: int) -> LocomotionPlans:
-        """The (allowed) candidates' average plan: the normaliser is affine, so raw and normalised means agree."""
-        weights = _weights(allowed, n, c, out.trajectories.device)
-        mean = lambda x: torch.einsum("nc,nc...->n...", weights.to(x.device), x.reshape(n, c, *x.shape[1:]))  # noqa: E731
-        return LocomotionPlans(self._clip(mean(out.actions).cpu()[:, : self.config.execute].numpy()),
-                               mean(out.states).cpu().numpy(), None, mean(out.trajectories))
-
-    def _clip(self, actions: np.ndarray) -> np.ndarray:
-        return actions if self.action_bounds is None else np.clip(actions, *self.action_bounds)
+            unchecked, _ = _best(scores.cpu(), None, self.config.average)  # what would have run without the check
+            self.fall_checks["switched"] += int((~allowed.cpu().gather(1, unchecked)).any(dim=1).sum())
+        rows = torch.arange(n)[:, None] * c + chosen  # (n, k) rows of the start-major batch
+        # One candidate, or the weighted mean of several: the normaliser is affine, so raw and normalised
+        # plans average alike.
+        mean = lambda x: torch.einsum("nk,nk...->n...", weights.to(x.device), x[rows.to(x.device)])  # noqa: E731
+        actions = mean(out.actions).cpu()[:, : self.config.execute].numpy()
+        if self.action_bounds is not None:
+            actions = np.clip(actions, *self.action_bounds)
+        return LocomotionPlans(actions, mean(out.states).cpu().numpy(),
+                               None if values is None else mean(values.cpu().reshape(-1)).numpy(),
+                               mean(out.trajectories))
 
     def _safest(self, states: torch.Tensor, n: int, c: int) -> torch.Tensor:
         """(n, c) bool: the candidates of each start whose planned states stay healthy the longest."""
@@ -288,27 +288,24 @@ class LocomotionPlanner:
         return d
 
 
-def _weights(allowed: torch.Tensor | None, n: int, c: int, device: torch.device) -> torch.Tensor:
-    """(n, c) equal weights over each start's allowed candidates (all of them without a mask)."""
-    w = torch.ones(n, c, device=device) if allowed is None else allowed.to(device, torch.float32)
-    return w / w.sum(dim=1, keepdim=True)
-
-
 def _spread(trajectories: torch.Tensor, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
     """(n, c) squared distance of each normalised candidate plan from its start's mean plan (over the allowed
     candidates). The nearest is the medoid: Σ_j |x_i − x_j|² = c·|x_i − mean|² + const."""
     x = trajectories.reshape(n, c, -1)
-    center = torch.einsum("nc,ncd->nd", _weights(allowed, n, c, x.device), x)
+    w = torch.ones(n, c, device=x.device) if allowed is None else allowed.to(x.device, torch.float32)
+    center = torch.einsum("nc,ncd->nd", w / w.sum(dim=1, keepdim=True), x)
     return (x - center[:, None]).square().sum(-1)
 
 
-def _choose(values: torch.Tensor | None, allowed: torch.Tensor | None, n: int) -> torch.Tensor:
-    """(n,) the chosen candidate of each start: the best value, or the first, among the allowed ones."""
-    if values is not None:
-        return (values if allowed is None else values.masked_fill(~allowed.to(values.device), -torch.inf)).argmax(1).cpu()
-    if allowed is None:
-        return torch.zeros(n, dtype=torch.long)
-    return allowed.long().argmax(dim=1).cpu()  # argmax returns the first of the maximal (True) entries
+def _best(scores: torch.Tensor, allowed: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best-scoring candidates of each start among the allowed ones, (n, k) indices, best first, and
+    (n, k) equal weights over those of them that are allowed (a start with fewer than k allowed candidates
+    averages only those; the best one always is)."""
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed.cpu(), -torch.inf)
+    chosen = scores.topk(k, dim=1).indices
+    w = torch.ones(chosen.shape) if allowed is None else allowed.cpu().gather(1, chosen).float()
+    return chosen, w / w.sum(dim=1, keepdim=True)
 
 
 def _interleave(first: Plan, second: Plan, n: int) -> Plan:
