@@ -40,16 +40,17 @@ def _solver(p: dict) -> str:
     return name + steps + (f" warm {p['warm_level']:g}" if p.get("warm_level") else "") + cold + falls
 
 
-SELECTIONS = {"value": "ranked by value", "mean": "averaged over its candidates", "consensus": "as its candidates' medoid"}
+SELECTIONS = {"value": "ranked by value", "consensus": "as its candidates' medoid"}
 
 
 def _selection(guide: str, planner: dict) -> str | None:
     """How a guide chose the executed plan among its candidates, in words, where that departs from the
     guide's own protocol (the value guide ranks by value, the others take the first candidate)."""
-    select = planner.get("select")
-    if guide == "value" and select in ("value", "guide"):
-        return None
-    return SELECTIONS.get(select)
+    select, k = planner.get("select"), planner.get("average", 1)
+    parts = [] if guide == "value" and select in ("value", "guide") else [SELECTIONS.get(select)]
+    if k > 1:
+        parts.append(f"averaged over its {k} candidates" if k == planner.get("candidates") else f"the best {k} averaged")
+    return ", ".join(p for p in parts if p) or None
 
 
 def _guide_name(guide: str, planner: dict) -> str:

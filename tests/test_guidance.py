@@ -455,7 +455,7 @@ def test_avoid_falls_chooses_among_the_candidates_that_stay_healthy_longest(tmp_
     assert ranked.fall_checks == {"decisions": 2, "switched": 1}
 
 
-def test_consensus_and_mean_selection_follow_the_candidates_center(tmp_path):
+def test_consensus_and_averaged_plans_follow_the_candidates(tmp_path):
     model = load_model(_export(tmp_path, "m"))
     obs = np.random.default_rng(4).normal(size=(2, 3)).astype(np.float32)
     kw = dict(guide="none", candidates=5, sampler="ddim", sampler_steps=3, execute=2)

@@ -94,9 +94,11 @@ def test_targets_line_judges_the_best_three_seed_guide_against_data_or_expert():
     assert "value ranking, scale 0" in line and "**met**" in line
     row["cfg"] = {**_cell(93.0), "planner": {"guide": "cfg", "select": "value"}}
     assert "93.0 ± 1.0 (classifier-free, ranked by value)" in table._target_line("walker2d-medium-expert-v1", row)
-    row["cfg"]["planner"] = {"guide": "cfg", "select": "mean", "avoid_falls": True}
-    assert "(classifier-free, averaged over its candidates, planned falls avoided)" in table._target_line(
+    row["cfg"]["planner"] = {"guide": "cfg", "select": "first", "candidates": 16, "average": 16, "avoid_falls": True}
+    assert "(classifier-free, averaged over its 16 candidates, planned falls avoided)" in table._target_line(
         "walker2d-medium-expert-v1", row)
+    row["cfg"]["planner"] = {"guide": "cfg", "select": "value", "candidates": 16, "average": 4}
+    assert "(classifier-free, ranked by value, the best 4 averaged)" in table._target_line("walker2d-medium-expert-v1", row)
     assert "no guided cell" in table._target_line("x-medium", {"dataset_average": {"score": 1.0}, "cfg": _cell(5.0, 1)})
 
 
