@@ -65,7 +65,8 @@ def _guide_name(guide: str, planner: dict) -> str:
 def _planner(row: dict) -> str:
     """The row's sampler: one description when every guide used it (e.g. DDIM 5), else one per guide;
     then whatever departs from the defaults: the horizon (32), the return discount (0.99), returns
-    continued past time limits (by default cut), guides that chose otherwise than by their protocol, and the value guide's scale (1)."""
+    continued past time limits (by default cut), guides that chose their plan otherwise than by their
+    protocol, and the value guide's scale (1)."""
     groups: dict[str, list[str]] = {}  # sampler -> the guides that used it
     for g, name in GUIDES:
         if g in row:
