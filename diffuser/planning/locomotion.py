@@ -234,19 +234,7 @@ class LocomotionPlanner:
         elif self.select in ("value", "guide"):  # "guide" with no guided step (scale 0, or every t < t_stopgrad)
             with torch.no_grad():
                 values = self.value.returns(out.trajectories, 0).reshape(n, c)
-        allowed = self._safest(out.states, n, c) if self.config.avoid_falls else None
-        # Higher is better: the predicted return, closeness to the candidates' mean plan (consensus), or
-        # the sampling order (first).
-        if self.select == "consensus":
-            scores = -_spread(out.trajectories, allowed, n, c)
-        else:
-            scores = values if values is not None else -torch.arange(c, dtype=torch.float32).expand(n, c)
-        chosen, weights = _best(scores.cpu(), allowed, self.config.average)
-        if allowed is not None:
-            self.fall_checks["decisions"] += n
-            unchecked, _ = _best(scores.cpu(), None, self.config.average)  # what would have run without the check
-            self.fall_checks["switched"] += int((~allowed.cpu().gather(1, unchecked)).any(dim=1).sum())
-        rows = torch.arange(n)[:, None] * c + chosen  # (n, k) rows of the start-major batch
+        rows, weights = self._choose(out, values, n, c)
         # One candidate, or the weighted mean of several: the normaliser is affine, so raw and normalised
         # plans average alike.
         mean = lambda x: torch.einsum("nk,nk...->n...", weights.to(x.device), x[rows.to(x.device)])  # noqa: E731
@@ -256,6 +244,22 @@ class LocomotionPlanner:
         return LocomotionPlans(actions, mean(out.states).cpu().numpy(),
                                None if values is None else mean(values.cpu().reshape(-1)).numpy(),
                                mean(out.trajectories))
+
+    def _choose(self, out: Plan, values: torch.Tensor | None, n: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, k) rows of the start-major batch to execute, and their (n, k) weights in the executed mean."""
+        allowed = self._safest(out.states, n, c).cpu() if self.config.avoid_falls else None
+        # Higher is better: the predicted return, closeness to the candidates' mean plan (consensus), or
+        # the sampling order (first).
+        if self.select == "consensus":
+            scores = -_spread(out.trajectories, allowed, n, c).cpu()
+        else:
+            scores = values.cpu() if values is not None else -torch.arange(c, dtype=torch.float32).expand(n, c)
+        chosen, weights = _best(scores, allowed, self.config.average)
+        if allowed is not None:
+            self.fall_checks["decisions"] += n
+            unchecked, _ = _best(scores, None, self.config.average)  # what would have run without the check
+            self.fall_checks["switched"] += int((~allowed.gather(1, unchecked)).any(dim=1).sum())
+        return torch.arange(n)[:, None] * c + chosen, weights
 
     def _safest(self, states: torch.Tensor, n: int, c: int) -> torch.Tensor:
         """(n, c) bool: the candidates of each start whose planned states stay healthy the longest."""
@@ -298,13 +302,13 @@ def _spread(trajectories: torch.Tensor, allowed: torch.Tensor | None, n: int, c:
 
 
 def _best(scores: torch.Tensor, allowed: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best-scoring candidates of each start among the allowed ones, (n, k) indices, best first, and
+    """(CPU tensors) The k best-scoring candidates of each start among the allowed ones, (n, k) indices, best first, and
     (n, k) equal weights over those of them that are allowed (a start with fewer than k allowed candidates
     averages only those; the best one always is)."""
     if allowed is not None:
-        scores = scores.masked_fill(~allowed.cpu(), -torch.inf)
+        scores = scores.masked_fill(~allowed, -torch.inf)
     chosen = scores.topk(k, dim=1).indices
-    w = torch.ones(chosen.shape) if allowed is None else allowed.cpu().gather(1, chosen).float()
+    w = torch.ones(chosen.shape) if allowed is None else allowed.gather(1, chosen).float()
     return chosen, w / w.sum(dim=1, keepdim=True)
 
 
