@@ -234,7 +234,8 @@ def trace_segments(trace: dict, horizon: int) -> list[dict]:
 
 def weights_fingerprint(checkpoint: str | Path | Sequence[str | Path]) -> str:
     """A short hash of a checkpoint's weights (of every member's, in order, for an ensemble): which
-    models a result row was made with."""
+    models a result row was made with. It covers the tensors (names, dtypes, shapes, bytes) and not the
+    file's metadata, whose export id is new on every save: the same weights exported twice are one model."""
     from diffuser.pretrained import export_dir
 
     digest = hashlib.sha256()
@@ -244,7 +245,13 @@ def weights_fingerprint(checkpoint: str | Path | Sequence[str | Path]) -> str:
         if not files:
             raise FileNotFoundError(f"no *.safetensors in {path}: pass an export or a run directory")
         for f in files:
-            digest.update(f.read_bytes())
+            # safetensors layout: an 8-byte little-endian header size, a JSON header, then the tensor bytes.
+            raw = f.read_bytes()
+            size = int.from_bytes(raw[:8], "little")
+            header = json.loads(raw[8: 8 + size])
+            header.pop("__metadata__", None)
+            digest.update(json.dumps(header, sort_keys=True).encode())
+            digest.update(raw[8 + size:])
     return digest.hexdigest()[:12]
 
 

@@ -50,6 +50,8 @@ def _selection(guide: str, planner: dict) -> str | None:
     parts = [] if guide == "value" and select in ("value", "guide") else [SELECTIONS.get(select)]
     if k > 1:
         parts.append(f"averaged over its {k} candidates" if k == planner.get("candidates") else f"the best {k} averaged")
+        if planner.get("warm_from") == "best":
+            parts.append("warm-started from the best")
     return ", ".join(p for p in parts if p) or None
 
 

@@ -483,8 +483,20 @@ def test_consensus_and_averaged_plans_follow_the_candidates(tmp_path):
     np.testing.assert_allclose(ranked.actions[0], actions[0, [1, 2], :2].mean(0).numpy(), atol=1e-5)
     np.testing.assert_allclose(ranked.actions[1], actions[1, [2, 3], :2].mean(0).numpy(), atol=1e-5)
     np.testing.assert_allclose(ranked.values, [3.5, 8.5])
+    torch.testing.assert_close(ranked.trajectories, every.trajectories[[1, 2, 7, 8]].reshape(2, 2, 8, -1).mean(1))
+    # The same mean executed, while the next decision refines the best candidate alone.
+    best = LocomotionPlanner(model, value, LocomotionPlanConfig(**kw, select="value", average=2, warm_level=0.5,
+                                                                warm_from="best"))
+    best.value.returns = top.value.returns
+    from_best = best.plan(obs, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(from_best.actions, ranked.actions, atol=1e-6)
+    torch.testing.assert_close(from_best.trajectories, every.trajectories[[1, 7]])
     with pytest.raises(ValueError, match="average must be in"):
         LocomotionPlanConfig(**kw, average=6)
+    with pytest.raises(ValueError, match="warm_from needs warm_level"):
+        LocomotionPlanConfig(**kw, warm_from="best")
+    with pytest.raises(ValueError, match="warm_from must be one of"):
+        LocomotionPlanConfig(**kw, warm_level=0.5, warm_from="mean")
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])

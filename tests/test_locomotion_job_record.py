@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from diffuser.locomotion_job import record_locomotion, run_locomotion_job, weights_fingerprint
 
@@ -42,23 +44,24 @@ def test_record_keeps_the_value_fit_of_its_models(tmp_path):
     assert "value_fit" not in json.loads(path.read_text())["rows"]["hopper-medium"]  # other models: gone
 
 
-def test_weights_fingerprint_changes_with_the_weights(tmp_path):
-    (tmp_path / "model.safetensors").write_bytes(b"one")
-    first = weights_fingerprint(tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"two")
-    assert weights_fingerprint(tmp_path) != first and len(first) == 12
-    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
-    (tmp_path / "run" / "checkpoint" / "model.safetensors").write_bytes(b"two")
+def _save(path: Path, value: float, export_id: str = "x") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.full((2, 3), value)}, str(path / "model.safetensors"), metadata={"export_id": export_id})
+    return path
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_export(tmp_path):
+    first = weights_fingerprint(_save(tmp_path, 1.0, "first export"))
+    assert weights_fingerprint(_save(tmp_path, 1.0, "second export")) == first and len(first) == 12
+    assert weights_fingerprint(_save(tmp_path, 2.0, "second export")) != first
+    _save(tmp_path / "run" / "checkpoint", 2.0)
     assert weights_fingerprint(tmp_path / "run") == weights_fingerprint(tmp_path)  # a run dir: its checkpoint/
     with pytest.raises(FileNotFoundError, match="safetensors"):
         weights_fingerprint(tmp_path / "run" / "nothing")
 
 
 def test_an_ensembles_fingerprint_covers_every_member_in_order(tmp_path):
-    for name, data in (("a", b"one"), ("b", b"two")):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "model.safetensors").write_bytes(data)
-    a, b = tmp_path / "a", tmp_path / "b"
+    a, b = _save(tmp_path / "a", 1.0), _save(tmp_path / "b", 2.0)
     assert weights_fingerprint([a]) == weights_fingerprint(a)
     assert len({weights_fingerprint(a), weights_fingerprint(b), weights_fingerprint([a, b]),
                 weights_fingerprint([b, a])}) == 4

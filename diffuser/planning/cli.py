@@ -60,7 +60,7 @@ def _run_locomotion(args: argparse.Namespace) -> None:
                                   sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
                                   execute=args.execute, select=args.select, warm_level=args.warm_level,
                                   cold_candidates=args.cold_candidates, avoid_falls=args.avoid_falls,
-                                  average=args.average)
+                                  average=args.average, warm_from=args.warm_from)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     overrides = [o for o in args.overrides if not o.startswith("value:")]
     run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
@@ -130,6 +130,9 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--average", type=int, default=1,
                    help="execute the mean of this many of the best candidates by --select (default 1: the best "
                         "alone; --candidates: all of them, whose noise then averages out)")
+    p.add_argument("--warm-from", default="executed", choices=["executed", "best"],
+                   help="with --warm-level: the plan the next decision refines, the executed one (default; with "
+                        "--average, the mean) or the best candidate alone")
     p.add_argument("--avoid-falls", action="store_true",
                    help="Hopper, Walker2d: choose only among the candidates whose planned states stay inside the "
                         "env's healthy ranges the longest (its termination rule applied to the plans)")

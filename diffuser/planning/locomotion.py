@@ -14,7 +14,8 @@ candidates of a decision are one batched sampling call. With ``avoid_falls``, th
 (:class:`~diffuser.envs.health.HealthRule`) judges every candidate's planned states, and the choice (first,
 best value, or consensus) is made among the candidates that stay healthy the longest. With ``average`` K > 1
 the executed plan is the mean of the K best candidates: with few solver steps each sample's first action is
-noisy, and their mean is not.
+noisy, and their mean is not. ``warm_from="best"`` then warm-starts the next decision from the best candidate
+rather than from that mean.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "ch
 
 GUIDES = ("value", "cfg", "none")
 SELECTS = ("auto", "value", "guide", "first", "consensus")
+WARM_FROM = ("executed", "best")
 
 
 @dataclass
@@ -57,6 +59,7 @@ class LocomotionPlanConfig:
     horizon: int | None = None  # planning horizon (None: the model's)
     warm_level: float | None = None  # replans start from the last plan shifted by `execute`, noised to this share of the steps (None: cold)
     cold_candidates: int = 0  # of a warm-started replan's candidates, this many start from pure noise: a way out of a bad plan
+    warm_from: str = "executed"  # the plan the next decision refines: "executed" (the mean, with average > 1) | "best" (the best one alone)
     avoid_falls: bool = False  # choose only among the candidates whose planned states stay healthy the longest (the env's termination rule)
 
     def __post_init__(self) -> None:
@@ -76,6 +79,10 @@ class LocomotionPlanConfig:
         if not 0 <= self.cold_candidates < self.candidates:
             raise ValueError(f"cold_candidates must be in [0, candidates) = [0, {self.candidates}), got "
                              f"{self.cold_candidates}: at least one candidate continues the last plan")
+        if self.warm_from not in WARM_FROM:
+            raise ValueError(f"warm_from must be one of {', '.join(WARM_FROM)}, got {self.warm_from!r}")
+        if self.warm_from != "executed" and self.warm_level is None:
+            raise ValueError("warm_from needs warm_level: without warm starts no plan is refined")
         if self.cold_candidates and self.warm_level is None:
             raise ValueError("cold_candidates needs warm_level: without warm starts every candidate is cold")
         target = str(self.target_return)
@@ -92,7 +99,7 @@ class LocomotionPlans:
     actions: np.ndarray  # (N, execute, A) raw actions to execute
     states: np.ndarray  # (N, H, S) raw planned states of the chosen plans
     values: np.ndarray | None  # (N,) predicted return of the chosen plans (with a value model; the mean of averaged ones)
-    trajectories: torch.Tensor  # (N, H, A+S) the chosen plans as sampled (normalised): the next warm starts
+    trajectories: torch.Tensor  # (N, H, A+S) the next warm starts (normalised): the executed plans, or the best (warm_from)
 
 
 def sampler_steps_or_default(sampler: str, steps: int | None) -> int | None:
@@ -241,9 +248,12 @@ class LocomotionPlanner:
         actions = mean(out.actions).cpu()[:, : self.config.execute].numpy()
         if self.action_bounds is not None:
             actions = np.clip(actions, *self.action_bounds)
+        # A mean of plans is smoother than any sample; refining it again and again may damp a gait, so the
+        # next warm start can be the best candidate alone.
+        warm_next = out.trajectories[rows[:, 0].to(out.trajectories.device)] if self.config.warm_from == "best" \
+            else mean(out.trajectories)
         return LocomotionPlans(actions, mean(out.states).cpu().numpy(),
-                               None if values is None else mean(values.cpu().reshape(-1)).numpy(),
-                               mean(out.trajectories))
+                               None if values is None else mean(values.cpu().reshape(-1)).numpy(), warm_next)
 
     def _choose(self, out: Plan, values: torch.Tensor | None, n: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, k) rows of the start-major batch to execute, and their (n, k) weights in the executed mean."""
