@@ -530,6 +530,15 @@ def test_health_rule_is_the_envs_own_termination_rule(env_id):
     assert HealthRule.from_env(gym.make(env_id, terminate_when_unhealthy=False)) is None
 
 
+def test_episode_speed_profile_is_distance_over_time_per_window():
+    from diffuser.evaluation.locomotion import _speeds
+
+    # x at steps 0, 100, 200 and at the end (250), dt 0.01 s: 1 m in 1 s, 2 m in 1 s, 0.5 m in 0.5 s.
+    assert _speeds([0.0, 1.0, 3.0, 3.5], 250, 0.01) == [1.0, 2.0, 1.0]
+    assert _speeds([0.0, 1.0, 3.0], 200, 0.01) == [1.0, 2.0]  # an end on a window's edge adds no window
+    assert _speeds([0.0], 0, 0.01) == []
+
+
 def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     """collect → train (diffusion + value) → plan, through the CLI, on a tiny budget."""
     pytest.importorskip("mujoco")
@@ -557,6 +566,8 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     assert report["training"]["diffusion"]["bootstrap_truncated"] is False  # the value's override stays its own
     for guide, r in report["results"].items():
         assert r["episodes"] == 2 and 1 <= r["length"] <= 6 and math.isfinite(r["score"])
+        episode = json.loads((out / f"episodes_{guide}.jsonl").read_text().splitlines()[0])
+        assert len(episode["speed"]) == 1 and math.isfinite(episode["speed"][0])  # one (short) window
         assert r["planner"]["warm_level"] == 0.5
         lines = (out / f"episodes_{guide}.jsonl").read_text().splitlines()
         assert len(lines) == 2 and {"seed", "ret", "score", "length"} <= set(json.loads(lines[0]))

@@ -4,7 +4,8 @@ Episodes of one evaluation seed run side by side: each decision plans for every 
 call, executes the first ``execute`` actions of each plan, and replans. Episode ``i`` of seed ``s`` resets
 with seed ``s * 1000 + i``, disjoint from the collection seeds. With ``warm_level`` set in the planner, each
 replan starts from that env's previous plan shifted by the executed steps. Per-episode records (seed, return,
-length, termination, normalised scores) are what the aggregates are computed from.
+length, termination, normalised scores, and the forward speed over each 100 steps: a slow start or a stall
+shows there) are what the aggregates are computed from.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from diffuser.evaluation.stats import mean_se
 from diffuser.planning.locomotion import LocomotionPlanner
 from diffuser.utils import atomic_path, progress
 
+SPEED_WINDOW = 100  # env steps per entry of an episode's speed profile
+
 __all__ = ["LocomotionEpisode", "evaluate_locomotion", "write_episodes", "summarize_episodes"]
 
 
@@ -36,6 +39,7 @@ class LocomotionEpisode:
     score: float  # 100 · (R − ref_min) / (ref_max − ref_min) with the dataset's reference scores
     d4rl_score: float | None  # the same with D4RL's reference scores of this env (None when unknown)
     plan_seconds: float  # wall time spent planning for this episode's batch, shared equally
+    speed: list[float] = field(default_factory=list)  # mean forward speed (m/s) over each 100 steps: where score is lost
     trace: dict[str, Any] | None = field(default=None, repr=False)  # observations, x, plans (recorded episodes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,6 +71,7 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
     terminated, alive = np.zeros(episodes, dtype=bool), np.ones(episodes, dtype=bool)
     traces = [{"observations": [o.tolist()], "x": [_x(env)], "plans": []} for env, o in zip(envs[:record], obs)]
+    marks = [[_x(env)] for env in envs]  # x at steps 0, 100, 200, ... and at the episode's end
     limit = envs[0].spec.max_episode_steps or 1000
     plan_seconds = 0.0
     bar = progress(total=limit, desc=f"{env_id} seed {eval_seed}", disable=None if show_progress is None else not show_progress)
@@ -92,6 +97,8 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
                 if i < record:
                     traces[i]["observations"].append(o.tolist())
                     traces[i]["x"].append(_x(envs[i]))
+                if term or trunc or lengths[i] % SPEED_WINDOW == 0:
+                    marks[i].append(_x(envs[i]))
                 if term or trunc:
                     alive[i], terminated[i] = False, bool(term)
                     break
@@ -108,8 +115,17 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
         d4rl = None if d4rl_ref is None else 100 * (returns[i] - d4rl_ref[0]) / (d4rl_ref[1] - d4rl_ref[0])
         out.append(LocomotionEpisode(seeds[i], eval_seed, float(returns[i]), int(lengths[i]), bool(terminated[i]),
                                      float(100 * (returns[i] - lo) / (hi - lo)), d4rl, plan_seconds / episodes,
+                                     _speeds(marks[i], int(lengths[i]), envs[i].unwrapped.dt),
                                      traces[i] if i < record else None))
     return out
+
+
+def _speeds(marks: list[float], length: int, dt: float) -> list[float]:
+    """Mean forward speed over each ``SPEED_WINDOW`` steps (the last window may be shorter) from the x
+    positions at the windows' ends."""
+    ends = [*range(SPEED_WINDOW, length, SPEED_WINDOW), length] if length else []
+    steps = np.diff([0, *ends])
+    return [round(float(d / (n * dt)), 4) for d, n in zip(np.diff(marks[: len(ends) + 1]), steps)]
 
 
 def _x(env) -> float:
