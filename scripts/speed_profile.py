@@ -1,11 +1,11 @@
 """Where a locomotion planner loses its score: forward speed over the episode, beside the data's.
 
     python scripts/speed_profile.py --dataset diffuser/mujoco/walker2d/expert-v1 \
-        --runs runs/locomotion/dev-walker-t2-base --out results/speed_profile_walker2d-medium-expert-v1.json
+        --runs runs/locomotion/RUN --out results/speed_profile_walker2d-medium-expert-v1.json
 
 For the dataset: the mean forward speed (the body's x velocity, in the observation) over each 100 steps,
-averaged over the episodes still running. For each run (a ``diffuser plan locomotion --out`` folder): the
-same from its per-episode records (``speed``), per guide, with the episodes that were still slower than
+averaged over the episodes still running. For each run (a ``diffuser plan locomotion --out`` folder, or one
+of its ``episodes_GUIDE.jsonl`` files): the same from its per-episode records (``speed``), per guide, with the episodes that were still slower than
 ``--slow`` m/s after ``--start`` steps (a slow start or a stall) counted apart. Writes the report (git
 commit and command) and a figure beside it.
 """
@@ -40,11 +40,15 @@ def dataset_profile(dataset_id: str, windows: int) -> list[float | None]:
     return [round(float(s / c), 3) if c else None for s, c in zip(sums, counts)]
 
 
-def run_profiles(run_dir: Path, start: int, slow: float) -> dict[str, dict]:
-    """Per guide of a run: the mean speed per window over the episodes still running, and how many
-    episodes were slower than ``slow`` over their window ending at step ``start``."""
+def run_profiles(run: Path, start: int, slow: float) -> dict[str, dict]:
+    """Per guide of a run (its folder, or one episodes .jsonl file): the mean speed per window over the
+    episodes still running, and how many episodes were slower than ``slow`` over their window ending at
+    step ``start``."""
     out = {}
-    for path in sorted(run_dir.glob("episodes_*.jsonl")):
+    paths = [run] if run.is_file() else sorted(run.glob("episodes_*.jsonl"))
+    if not paths:
+        raise SystemExit(f"{run}: no episodes_*.jsonl here; pass a `diffuser plan locomotion --out` folder or a .jsonl")
+    for path in paths:
         episodes = [json.loads(line) for line in path.read_text().splitlines()]
         if not all("speed" in e for e in episodes):
             raise SystemExit(f"{path} has no speed profiles: it was written before they were recorded; plan again")
@@ -52,10 +56,11 @@ def run_profiles(run_dir: Path, start: int, slow: float) -> dict[str, dict]:
         mean = [float(np.mean([e["speed"][w] for e in episodes if len(e["speed"]) > w])) for w in range(windows)]
         w = start // SPEED_WINDOW - 1
         late = [e for e in episodes if len(e["speed"]) > w and e["speed"][w] < slow]
-        out[path.stem.removeprefix("episodes_")] = {
+        others = [e["score"] for e in episodes if e not in late]
+        out[path.stem.removeprefix("episodes_") if run.is_dir() else "episodes"] = {
             "episodes": len(episodes), "speed": [round(s, 3) for s in mean],
             "slow_at_start": len(late), "slow_at_start_score": float(np.mean([e["score"] for e in late])) if late else None,
-            "others_score": float(np.mean([e["score"] for e in episodes if e not in late]))}
+            "others_score": float(np.mean(others)) if others else None}
     return out
 
 
@@ -71,7 +76,8 @@ def plot(report: dict, path: Path) -> None:
     ax.plot([SPEED_WINDOW * (i + 0.5) for i, _ in data], [s for _, s in data], "k--", label=report["dataset"])
     for run, guides in report["runs"].items():
         for guide, r in guides.items():
-            ax.plot(steps(len(r["speed"])), r["speed"], marker="o", label=f"{Path(run).name} ({guide})")
+            name = Path(run).stem + ("" if guide == "episodes" else f" ({guide})")
+            ax.plot(steps(len(r["speed"])), r["speed"], marker="o", label=name)
     ax.set_xlabel("env step")
     ax.set_ylabel(f"forward speed, mean over {SPEED_WINDOW} steps (m/s)")
     ax.legend(fontsize=7)
@@ -85,7 +91,7 @@ def plot(report: dict, path: Path) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="a local Minari dataset id, e.g. diffuser/mujoco/walker2d/expert-v1")
-    p.add_argument("--runs", nargs="*", default=[], help="diffuser plan locomotion --out folders")
+    p.add_argument("--runs", nargs="*", default=[], help="diffuser plan locomotion --out folders, or episodes .jsonl files")
     p.add_argument("--start", type=int, default=300, help="the step by which a walker should be up to speed")
     p.add_argument("--slow", type=float, default=1.0, help="m/s: slower than this at --start is a slow start")
     p.add_argument("--windows", type=int, default=10, help="windows of the dataset's profile")

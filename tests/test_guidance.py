@@ -583,6 +583,17 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     assert given["diffusion"]["weights"] == report["training"]["diffusion"]["weights"]
     table = json.loads((tmp_path / "table.json").read_text())
     assert set(table["rows"]["hopper-medium"]) >= {"value", "cfg", "none", "dataset_average"}
+    # The speed profiles of the run's episodes beside the data's.
+    spec = importlib.util.spec_from_file_location("speed_profile", ROOT / "scripts" / "speed_profile.py")
+    speed_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed_script)
+    speed_script.main(["--dataset", report["dataset"], "--runs", str(out), "--windows", "2", "--start", "100",
+                       "--out", str(tmp_path / "speed.json")])
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    assert len(speed["dataset_speed"]) == 2 and math.isfinite(speed["dataset_speed"][0])
+    assert set(speed["runs"][str(out)]) == {"value", "cfg", "none"} and (tmp_path / "speed.png").exists()
+    assert speed["runs"][str(out)]["cfg"]["speed"] == [pytest.approx(float(np.mean(
+        [json.loads(line)["speed"][0] for line in (out / "episodes_cfg.jsonl").read_text().splitlines()])), abs=1e-3)]
     spec = importlib.util.spec_from_file_location("locomotion_table", ROOT / "scripts" / "locomotion_table.py")
     table_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table_script)
