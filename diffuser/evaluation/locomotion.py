@@ -24,9 +24,9 @@ from diffuser.evaluation.stats import mean_se
 from diffuser.planning.locomotion import LocomotionPlanner
 from diffuser.utils import atomic_path, progress
 
-SPEED_WINDOW = 100  # env steps per entry of an episode's speed profile
-
 __all__ = ["LocomotionEpisode", "evaluate_locomotion", "write_episodes", "summarize_episodes"]
+
+SPEED_WINDOW = 100  # env steps per entry of an episode's speed profile
 
 
 @dataclass
