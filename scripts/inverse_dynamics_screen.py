@@ -53,7 +53,9 @@ def transitions(dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     for ep in load_episodes(dataset_id):
         o = ep.observations
         nxt = o[1:] if ep.final_observation is None else np.concatenate([o[1:], ep.final_observation[None]])
-        states.append(o[: len(nxt)]), nexts.append(nxt), actions.append(ep.actions[: len(nxt)])
+        states.append(o[: len(nxt)])
+        nexts.append(nxt)
+        actions.append(ep.actions[: len(nxt)])
     return tuple(torch.as_tensor(np.concatenate(x), dtype=torch.float32) for x in (states, nexts, actions))
 
 
