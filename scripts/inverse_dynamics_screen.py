@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from diffuser.data.minari_io import dataset_info, load_episodes
-from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes
+from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes, write_episodes
 from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
 from diffuser.planning.planner import Plan
 from diffuser.utils import atomic_path, git_commit
@@ -140,8 +140,7 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=1))
-    with atomic_path(out.with_suffix(".jsonl")) as tmp:
-        tmp.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    write_episodes(records, out.with_suffix(".jsonl"))
     print(f"score {summary['score']:.1f} ± {summary['score_se']:.1f}, fell {summary['fell']:.0%} -> {out}")
 
 

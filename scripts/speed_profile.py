@@ -55,8 +55,9 @@ def run_profiles(run: Path, start: int, slow: float) -> dict[str, dict]:
         windows = max(len(e["speed"]) for e in episodes)
         mean = [float(np.mean([e["speed"][w] for e in episodes if len(e["speed"]) > w])) for w in range(windows)]
         w = start // SPEED_WINDOW - 1
-        late = [e for e in episodes if len(e["speed"]) > w and e["speed"][w] < slow]
-        others = [e["score"] for e in episodes if e not in late]
+        is_late = [len(e["speed"]) > w and e["speed"][w] < slow for e in episodes]
+        late = [e for e, flag in zip(episodes, is_late) if flag]
+        others = [e["score"] for e, flag in zip(episodes, is_late) if not flag]
         out[path.stem.removeprefix("episodes_") if run.is_dir() else "episodes"] = {
             "episodes": len(episodes), "speed": [round(s, 3) for s in mean],
             "slow_at_start": len(late), "slow_at_start_score": float(np.mean([e["score"] for e in late])) if late else None,
