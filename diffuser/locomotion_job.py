@@ -100,12 +100,15 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
                        device: str = "auto", overrides: Sequence[str] = (), value_overrides: Sequence[str] = (),
                        record: str | Path | None = None, max_episode_steps: int | None = None,
                        dataset_steps: int | None = None, figures: bool = True, compile: bool = False,
-                       dataset_version: str = "v0", policy_dir: str | None = None) -> dict:
+                       dataset_version: str = "v0", policy_dir: str | None = None, inverse: str | None = None,
+                       inverse_overrides: Sequence[str] = ()) -> dict:
     """Run the job (see the module docstring); returns the report written to ``<out_dir>/locomotion.json``.
     ``compile``: plan with ``torch.compile``'d networks (:func:`~diffuser.pretrained.compile_for_planning`).
     ``dataset_version`` / ``policy_dir``: the dataset set (``<level>-<version>``) and, when it must be
     collected, the behaviour policies it is collected from. ``value``: one value function, or several
-    trained for ``checkpoint`` (other seeds), read as an ensemble with ``value_pessimism``."""
+    trained for ``checkpoint`` (other seeds), read as an ensemble with ``value_pessimism``. ``inverse``: the
+    inverse-dynamics export a planner with ``inverse_weight`` > 0 reads actions from; without one the job fits
+    one on the dataset (``inverse_overrides``: KEY=V of :class:`~diffuser.training.inverse_dynamics.InverseFitConfig`)."""
     from diffuser.collect.behaviour import env_id_for, env_name_for
     from diffuser.data.minari_io import dataset_info
     from diffuser.envs.registry import D4RL_REF_SCORES
@@ -120,6 +123,12 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     if value_pessimism and len(values) < 2:
         raise ValueError("--value-pessimism needs an ensemble: pass two or more --value paths, value functions "
                          "trained for --checkpoint with other trainer.seed")
+    base = plan_config or LocomotionPlanConfig()
+    if (inverse or inverse_overrides) and not base.inverse_weight:
+        raise ValueError("an inverse-dynamics model or its fit settings were given, but --inverse-weight is 0, so "
+                         "no action would come from it: set --inverse-weight (1: its actions alone)")
+    if inverse and inverse_overrides:
+        raise ValueError("inverse: fit settings were given together with --inverse, which skips the fit")
     if "value" in guides and checkpoint is not None and value is None:
         raise ValueError("--checkpoint without --value: value guidance needs the value function trained for it")
     suffix = "" if dataset_version == "v0" else f"-{dataset_version}"
@@ -152,7 +161,22 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
                                  "minutes": round(cfg.get("train_seconds", 0) / 60, 2)}
         if len(values) > 1:
             training["value"]["pessimism"] = value_pessimism
-    for key, path in (("diffusion", checkpoint), ("value", value)):
+    loaded_inverse = None
+    if base.inverse_weight:
+        from diffuser.pretrained import load_inverse
+        from diffuser.training.inverse_dynamics import InverseFitConfig, train_inverse_dynamics
+
+        if inverse is None:  # fit on the planner's dataset, kept beside the run's other models
+            fit = InverseFitConfig.from_overrides(inverse_overrides)
+            training["inverse"] = train_inverse_dynamics(dataset_id, out / "train" / "inverse", fit, device)
+            inverse = training["inverse"]["checkpoint"]
+            loaded_inverse = load_inverse(inverse, device)
+        else:  # the record of the given model, from its own config
+            loaded_inverse = load_inverse(inverse, device)
+            cfg = loaded_inverse.config
+            training["inverse"] = {"checkpoint": str(inverse), "config": cfg.get("fit"), **(cfg.get("report") or {})}
+        training["inverse"]["dataset"] = loaded_inverse.config.get("dataset")
+    for key, path in (("diffusion", checkpoint), ("value", value), ("inverse", inverse)):
         if key in training:
             training[key]["weights"] = weights_fingerprint(path)
     if compile:
@@ -165,11 +189,10 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
     if loaded_value is not None:
         training["value"]["bootstrap_truncated"] = bool(loaded_value.config.get("bootstrap_truncated"))
 
-    base = plan_config or LocomotionPlanConfig()
     results, figures_written = {}, []
     for guide in guides:
         config = replace(base, guide=guide)
-        planner = LocomotionPlanner(loaded_model, loaded_value, config, device)
+        planner = LocomotionPlanner(loaded_model, loaded_value, config, device, loaded_inverse)
         records = []
         for seed in seeds:
             records += evaluate_locomotion(planner, env_id, episodes=episodes, eval_seed=seed, ref_scores=refs,
@@ -257,7 +280,7 @@ def weights_fingerprint(checkpoint: str | Path | Sequence[str | Path]) -> str:
 
 def _models_of(training: dict | None) -> tuple:
     training = training or {}
-    return tuple(training.get(k, {}).get("weights") for k in ("diffusion", "value"))
+    return tuple(training.get(k, {}).get("weights") for k in ("diffusion", "value", "inverse"))
 
 
 def record_locomotion(report: dict, path: str | Path) -> None:

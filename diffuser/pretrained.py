@@ -16,6 +16,7 @@ from diffuser.data.layout import TrajectoryLayout
 from diffuser.data.normalizers import TrajectoryNormalizer
 from diffuser.diffusion.model import DiffusionConfig, TrajectoryDiffusion
 from diffuser.diffusion.value import ValueEnsemble, ValueFunction
+from diffuser.models.inverse_dynamics import InverseDynamics, InverseDynamicsConfig
 from diffuser.models.temporal_unet import TemporalUnet, UNetConfig
 from diffuser.models.value_net import ValueConfig, ValueNet
 from diffuser.training.checkpoint import CheckpointError, load_export
@@ -170,6 +171,36 @@ def load_values(paths: str | Path | Sequence[str | Path], device: str | torch.de
     ensemble = ValueEnsemble([m.value for m in loaded], pessimism).to(device).eval()
     config = {**first.config, "members": [str(p) for p in paths], "pessimism": float(pessimism)}
     return LoadedValue(ensemble, first.normalizer, config)
+
+
+INVERSE_KIND = "inverse_dynamics"
+
+
+def export_inverse_state(model: InverseDynamics, **meta: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, config) of an inverse-dynamics model: its weights and input statistics, its sizes, and ``meta``
+    (the dataset it was fit on, the fit's settings and error)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    config = {"kind": INVERSE_KIND, "observation_dim": model.observation_dim, "action_dim": model.action_dim,
+              "model": {"name": "inverse_dynamics", **model.config.to_dict()}, **meta}
+    return tensors, config
+
+
+@dataclass
+class LoadedInverse:
+    model: InverseDynamics
+    config: dict
+
+
+def load_inverse(path: str | Path, device: str | torch.device = "cpu") -> LoadedInverse:
+    """Load an inverse-dynamics export (``diffuser.training.inverse_dynamics.train_inverse_dynamics``) onto ``device``."""
+    path, tensors, config = _read_export(path, device, INVERSE_KIND, f"not an inverse-dynamics model ({INVERSE_KIND!r})")
+    try:
+        net = InverseDynamicsConfig.from_dict({k: v for k, v in config["model"].items() if k != "name"})
+        model = InverseDynamics(config["observation_dim"], config["action_dim"], net)
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path} does not match the inverse-dynamics model its config describes: {e}") from e
+    return LoadedInverse(model.to(device).eval(), config)
 
 
 def compile_for_planning(*loaded: LoadedModel | LoadedValue | None, backend: str = "inductor") -> None:

@@ -499,23 +499,78 @@ def test_consensus_and_averaged_plans_follow_the_candidates(tmp_path):
         LocomotionPlanConfig(**kw, warm_level=0.5, warm_from="mean")
 
 
-def test_inverse_dynamics_screen_executes_the_inferred_action_between_planned_states(tmp_path):
-    spec = importlib.util.spec_from_file_location("inverse_dynamics_screen", ROOT / "scripts" / "inverse_dynamics_screen.py")
-    screen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(screen)
+def _linear_dynamics_episodes(n=10, length=60, seed=0):
+    """s_{t+1} = s_t + B a_t, with B of full column rank: each action is recoverable from the change of state."""
+    rng = np.random.default_rng(seed)
+    b = np.array([[0.5, 0.0], [0.0, 0.3], [0.2, -0.4]], dtype=np.float32)
+    eps = []
+    for _ in range(n):
+        actions = rng.uniform(-1, 1, (length, 2)).astype(np.float32)
+        states = np.concatenate([rng.normal(size=(1, 3)), actions @ b.T]).cumsum(0).astype(np.float32)
+        eps.append(Episode(states[:-1], actions, np.zeros(length), np.zeros(length, dtype=bool),
+                           np.eye(length, dtype=bool)[-1], final_observation=states[-1]))
+    return eps
+
+
+def test_inverse_dynamics_learns_the_actions_of_known_dynamics_and_round_trips(tmp_path):
+    from diffuser.pretrained import export_inverse_state, load_inverse
+    from diffuser.training.inverse_dynamics import InverseFitConfig, fit_inverse_dynamics, transitions
+
+    eps = _linear_dynamics_episodes()
+    s, s1, a = transitions(eps)
+    assert len(s) == 600 and torch.allclose(s1[:59], s[1:60])  # the final observation completes each episode
+    config = InverseFitConfig.from_overrides(["steps=300", "batch_size=128", "members=2", "hidden=64", "held_out=0.2"])
+    model, report = fit_inverse_dynamics(eps, config, progress=False)
+    assert report["held_out_transitions"] == 120 and report["transitions"] == 480  # split by episode
+    assert report["held_out_mse"] < 0.05 * report["action_variance"]
+    members = model.member_actions(s[:5], s1[:5])
+    assert members.shape == (2, 5, 2) and torch.allclose(model(s[:5], s1[:5]), members.mean(0))
+    tensors, cfg = export_inverse_state(model, dataset="toy/linear-v0", fit=config.to_dict(), report=report)
+    save_export(tmp_path / "g", tensors, cfg)
+    loaded = load_inverse(tmp_path / "g")
+    with torch.no_grad():
+        assert torch.equal(loaded.model(s, s1), model(s, s1))
+    assert loaded.config["dataset"] == "toy/linear-v0" and loaded.config["fit"]["net"]["members"] == 2
+    with pytest.raises(ValueError, match="not an inverse-dynamics model"):
+        load_inverse(_export(tmp_path, "m"))
+    with pytest.raises(ValueError, match="not a value function"):
+        load_value(tmp_path / "g")
+    with pytest.raises(ValueError, match="KEY=VALUE with KEY one of"):
+        InverseFitConfig.from_overrides(["member=2"])
+    with pytest.raises(ValueError, match="must be >= 1"):
+        InverseFitConfig.from_overrides(["members=0"])
+
+
+def test_planner_executes_inverse_dynamics_actions_between_its_planned_states(tmp_path):
+    from diffuser.models.inverse_dynamics import InverseDynamics, InverseDynamicsConfig
+    from diffuser.pretrained import LoadedInverse
+
     model = load_model(_export(tmp_path, "m"))
     obs = np.random.default_rng(5).normal(size=(2, 3)).astype(np.float32)
-    planner = LocomotionPlanner(model, None, LocomotionPlanConfig(guide="none", candidates=3, sampler="ddim",
-                                                                  sampler_steps=3, execute=2))
-    every = planner.planner.plan(obs, horizon=8, num_samples=3, generator=torch.Generator().manual_seed(0))
+    kw = dict(guide="none", candidates=3, sampler="ddim", sampler_steps=3, execute=2)
     torch.manual_seed(1)
-    inverse = screen.InverseDynamics(torch.zeros(3), torch.ones(3), action_dim=2)
-    screen.with_inverse_actions(planner, inverse)
-    chosen = planner.plan(obs, torch.Generator().manual_seed(0))  # guide "none": each start's first candidate
+    g = LoadedInverse(InverseDynamics(3, 2, InverseDynamicsConfig(hidden=16)).eval(), {})
+    plain = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw)).plan(obs, torch.Generator().manual_seed(0))
+    inverse = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, inverse_weight=1.0), inverse=g)
+    chosen = inverse.plan(obs, torch.Generator().manual_seed(0))  # guide "none": each start's first candidate
+    np.testing.assert_allclose(chosen.states, plain.states)  # the same plan...
+    states = torch.as_tensor(plain.states)
     with torch.no_grad():
-        expected = inverse(every.states[[0, 3], :2], every.states[[0, 3], 1:3]).clamp(-1, 1)
-    np.testing.assert_allclose(chosen.actions, expected.numpy(), atol=1e-5)
-    assert not np.allclose(chosen.actions, every.actions[[0, 3], :2].numpy(), atol=1e-3)  # not the plan's own
+        inferred = g.model(states[:, :2], states[:, 1:3]).numpy()
+    np.testing.assert_allclose(chosen.actions, inferred, atol=1e-5)  # ...executed with g's actions
+    assert not np.allclose(chosen.actions, plain.actions, atol=1e-3)
+    half = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, inverse_weight=0.5), inverse=g)
+    np.testing.assert_allclose(half.plan(obs, torch.Generator().manual_seed(0)).actions,
+                               0.5 * (plain.actions + inferred), atol=1e-5)
+    with pytest.raises(ValueError, match="none was given"):
+        LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, inverse_weight=1.0))
+    with pytest.raises(ValueError, match="maps states of size 4"):
+        LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, inverse_weight=1.0),
+                          inverse=LoadedInverse(InverseDynamics(4, 2), {}))
+    with pytest.raises(ValueError, match="needs a horizon above it"):
+        LocomotionPlanner(model, None, LocomotionPlanConfig(**{**kw, "execute": 8}, inverse_weight=1.0), inverse=g)
+    with pytest.raises(ValueError, match="inverse_weight must be in"):
+        LocomotionPlanConfig(inverse_weight=1.5)
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
@@ -558,7 +613,7 @@ def test_episode_speed_profile_is_distance_over_time_per_window():
     assert _speeds([0.0], 0, 0.01) == []
 
 
-def test_collect_train_plan_smoke(tmp_path, monkeypatch):
+def test_collect_train_plan_smoke(tmp_path, monkeypatch, capsys):
     """collect → train (diffusion + value) → plan, through the CLI, on a tiny budget."""
     pytest.importorskip("mujoco")
     from diffuser.cli import main
@@ -600,6 +655,21 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch):
     assert given["given"] and given["diffusion"]["steps"] == 3 and given["value"]["steps"] == 3
     assert given["value"]["checkpoint"] == [value, value] and given["value"]["pessimism"] == 1.0
     assert given["diffusion"]["weights"] == report["training"]["diffusion"]["weights"]
+    # Actions read off an inverse-dynamics model the job fits, then the same model given back.
+    inverse_args = ["plan", "locomotion", "--env", "hopper", "--level", "medium", "--checkpoint", diffusion,
+                    "--guides", "none", "--episodes", "1", "--seeds", "0", "--candidates", "2", "--sampler-steps", "2",
+                    "--max-episode-steps", "3", "--no-figures", "--inverse-weight", "1"]
+    main([*inverse_args, "--out", str(tmp_path / "inverse"), "inverse:steps=5", "inverse:batch_size=16"])
+    fitted = json.loads((tmp_path / "inverse" / "locomotion.json").read_text())
+    g = fitted["training"]["inverse"]
+    assert g["config"]["steps"] == 5 and g["dataset"] == report["dataset"] and math.isfinite(g["held_out_mse"])
+    assert fitted["results"]["none"]["planner"]["inverse_weight"] == 1.0
+    main([*inverse_args, "--out", str(tmp_path / "inverse_given"), "--inverse", g["checkpoint"]])
+    again = json.loads((tmp_path / "inverse_given" / "locomotion.json").read_text())["training"]["inverse"]
+    assert again["weights"] == g["weights"] and again["held_out_mse"] == g["held_out_mse"]
+    with pytest.raises(SystemExit):
+        main([*inverse_args[:-2], "--out", str(tmp_path / "unused"), "--inverse", g["checkpoint"]])
+    assert "--inverse-weight is 0" in capsys.readouterr().err
     table = json.loads((tmp_path / "table.json").read_text())
     assert set(table["rows"]["hopper-medium"]) >= {"value", "cfg", "none", "dataset_average"}
     # The speed profiles of the run's episodes beside the data's.

@@ -60,16 +60,18 @@ def _run_locomotion(args: argparse.Namespace) -> None:
                                   sampler_steps=sampler_steps_or_default(args.sampler, args.sampler_steps),
                                   execute=args.execute, select=args.select, warm_level=args.warm_level,
                                   cold_candidates=args.cold_candidates, avoid_falls=args.avoid_falls,
-                                  average=args.average, warm_from=args.warm_from)
+                                  average=args.average, warm_from=args.warm_from, inverse_weight=args.inverse_weight)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
-    overrides = [o for o in args.overrides if not o.startswith("value:")]
+    inverse_overrides = [o[len("inverse:"):] for o in args.overrides if o.startswith("inverse:")]
+    overrides = [o for o in args.overrides if not o.startswith(("value:", "inverse:"))]
     run_locomotion_job(env=args.env, level=args.level, out_dir=args.out, checkpoint=args.checkpoint, value=args.value,
                        value_pessimism=args.value_pessimism,
                        guides=args.guides, seeds=args.seeds, episodes=args.episodes, plan_config=config,
                        device=args.device, overrides=overrides, value_overrides=value_overrides, record=args.record,
                        max_episode_steps=args.max_episode_steps, dataset_steps=args.dataset_steps,
                        figures=not args.no_figures, compile=args.compile,
-                       dataset_version=args.dataset_version, policy_dir=args.policy_dir)
+                       dataset_version=args.dataset_version, policy_dir=args.policy_dir, inverse=args.inverse,
+                       inverse_overrides=inverse_overrides)
 
 
 def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -136,6 +138,12 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--avoid-falls", action="store_true",
                    help="Hopper, Walker2d: choose only among the candidates whose planned states stay inside the "
                         "env's healthy ranges the longest (its termination rule applied to the plans)")
+    p.add_argument("--inverse-weight", type=float, default=0.0,
+                   help="share of each executed action read off an inverse-dynamics model g(s_t, planned s_t+1) "
+                        "instead of the plan (default 0: the plan's own; 1: g's alone). The job fits g on the "
+                        "dataset (about 30 s per member; inverse:KEY=V overrides, e.g. inverse:members=5) "
+                        "unless --inverse gives one")
+    p.add_argument("--inverse", help="with --inverse-weight: an inverse-dynamics export to use instead of fitting one")
     p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus"],
                    help="which candidate to execute: value (highest predicted return of the final plans), guide "
                         "(highest value at the value guide's last step: no extra network call), first, consensus "
@@ -154,7 +162,8 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
                                                           "minutes of compiling; no faster on the README's CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the training config, e.g. trainer.steps=2000; "
-                                                "value:KEY=V for the value function's, e.g. value:trainer.steps=500")
+                                                "value:KEY=V for the value function's, e.g. value:trainer.steps=500; "
+                                                "inverse:KEY=V for the inverse-dynamics fit's, e.g. inverse:steps=8000")
     p.set_defaults(func=_run_locomotion)
 
     p = plan_sub.add_parser("sample", help="sample one plan from a checkpoint")

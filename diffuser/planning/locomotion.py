@@ -9,7 +9,9 @@ inpainted), steered toward high return by one of:
   ε = ε(x, ∅) + w · (ε(x, c) − ε(x, ∅)) with c a high return of the dataset;
 - ``"none"``: plain samples of the (unconditional) model.
 
-and executes the first ``execute`` actions of the chosen plan, then replans. All environments and
+and executes the first ``execute`` actions of the chosen plan, then replans. Those actions are the plan's own,
+or (``inverse_weight``) read off an inverse-dynamics model g(s_t, s_{t+1}) along the plan's states, which a
+plan's own actions need not reach. All environments and
 candidates of a decision are one batched sampling call. With ``avoid_falls``, the env's own termination rule
 (:class:`~diffuser.envs.health.HealthRule`) judges every candidate's planned states, and the choice (first,
 best value, or consensus) is made among the candidates that stay healthy the longest. With ``average`` K > 1
@@ -31,7 +33,7 @@ from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.samplers import make_sampler
 from diffuser.envs.health import HealthRule
 from diffuser.planning.planner import Plan, Planner, shift_plans
-from diffuser.pretrained import LoadedModel, LoadedValue, load_model, load_value
+from diffuser.pretrained import LoadedInverse, LoadedModel, LoadedValue, load_inverse, load_model, load_value
 
 __all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "check_value_matches", "sampler_steps_or_default"]
 
@@ -61,6 +63,8 @@ class LocomotionPlanConfig:
     cold_candidates: int = 0  # of a warm-started replan's candidates, this many start from pure noise: a way out of a bad plan
     warm_from: str = "executed"  # the plan the next decision refines: "executed" (the mean, with average > 1) | "best" (the best one alone)
     avoid_falls: bool = False  # choose only among the candidates whose planned states stay healthy the longest (the env's termination rule)
+    inverse_weight: float = 0.0  # share of each executed action read off inverse dynamics g(s_t, planned s_t+1) rather than
+    # taken from the plan (0: the plan's own actions; 1: g's alone; needs an inverse-dynamics model)
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
@@ -83,6 +87,9 @@ class LocomotionPlanConfig:
             raise ValueError(f"warm_from must be one of {', '.join(WARM_FROM)}, got {self.warm_from!r}")
         if self.warm_from != "executed" and self.warm_level is None:
             raise ValueError("warm_from needs warm_level: without warm starts no plan is refined")
+        if not 0.0 <= self.inverse_weight <= 1.0:
+            raise ValueError(f"inverse_weight must be in [0, 1] (0: the plan's actions, 1: inverse dynamics'), "
+                             f"got {self.inverse_weight}")
         if self.cold_candidates and self.warm_level is None:
             raise ValueError("cold_candidates needs warm_level: without warm starts every candidate is cold")
         target = str(self.target_return)
@@ -136,14 +143,27 @@ class LocomotionPlanner:
         value: a loaded value function (needed by ``guide="value"`` and ``select="value"``).
         config: see :class:`LocomotionPlanConfig`.
         device: where to plan (the models are moved there).
+        inverse: a loaded inverse-dynamics model (needed by ``inverse_weight`` > 0).
     """
 
     def __init__(self, model: LoadedModel, value: LoadedValue | None = None,
-                 config: LocomotionPlanConfig | None = None, device: str | torch.device = "cpu"):
+                 config: LocomotionPlanConfig | None = None, device: str | torch.device = "cpu",
+                 inverse: LoadedInverse | None = None):
         self.config = config = config or LocomotionPlanConfig()
         self.device = torch.device(device)
         if value is not None:
             check_value_matches(model, value)
+        self.inverse = None
+        if config.inverse_weight:
+            if inverse is None:
+                raise ValueError("inverse_weight > 0 reads actions off an inverse-dynamics model, and none was given: "
+                                 "pass --inverse EXPORT, or let `diffuser plan locomotion` fit one")
+            layout, inv = model.model.layout, inverse.model
+            if (inv.observation_dim, inv.action_dim) != (layout.observation_dim, layout.action_dim):
+                raise ValueError(f"the inverse-dynamics model maps states of size {inv.observation_dim} to actions of size "
+                                 f"{inv.action_dim}, but the diffusion model plans with {layout.observation_dim} and "
+                                 f"{layout.action_dim}: fit one on this model's dataset")
+            self.inverse = inv.to(self.device).eval()
         if config.guide == "value" and value is None:
             raise ValueError("guide='value' needs a value function (--value CHECKPOINT)")
         if config.select == "value" and value is None:
@@ -180,11 +200,15 @@ class LocomotionPlanner:
             raise ValueError(f"the value function takes horizon {self.value.horizon}, not {self.horizon}")
         if config.execute > self.horizon:
             raise ValueError(f"execute={config.execute} exceeds the planning horizon {self.horizon}")
+        if self.inverse is not None and config.execute >= self.horizon:
+            raise ValueError(f"inverse dynamics reads action k off planned states k and k+1, so execute={config.execute} "
+                             f"needs a horizon above it, not {self.horizon}")
 
     @classmethod
     def from_checkpoints(cls, diffusion: str, value: str | None = None, config: LocomotionPlanConfig | None = None,
-                         device: str | torch.device = "cpu") -> LocomotionPlanner:
-        return cls(load_model(diffusion, device), load_value(value, device) if value else None, config, device)
+                         device: str | torch.device = "cpu", inverse: str | None = None) -> LocomotionPlanner:
+        return cls(load_model(diffusion, device), load_value(value, device) if value else None, config, device,
+                   load_inverse(inverse, device) if inverse else None)
 
     def target_return(self) -> float:
         """The raw return classifier-free guidance conditions on."""
@@ -245,7 +269,14 @@ class LocomotionPlanner:
         # One candidate, or the weighted mean of several: the normaliser is affine, so raw and normalised
         # plans average alike.
         mean = lambda x: torch.einsum("nk,nk...->n...", weights.to(x.device), x[rows.to(x.device)])  # noqa: E731
-        actions = mean(out.actions).cpu()[:, : self.config.execute].numpy()
+        actions = mean(out.actions)[:, : self.config.execute]
+        if self.inverse is not None:
+            w, k = self.config.inverse_weight, self.config.execute
+            states = mean(out.states).to(torch.float32)  # raw; state 0 is the observation (inpainted)
+            with torch.no_grad():
+                inferred = self.inverse(states[:, :k], states[:, 1: k + 1]).to(actions.dtype)
+            actions = (1 - w) * actions + w * inferred
+        actions = actions.cpu().numpy()
         if self.action_bounds is not None:
             actions = np.clip(actions, *self.action_bounds)
         # A mean of plans is smoother than any sample; refining it again and again may damp a gait, so the
