@@ -60,8 +60,10 @@ def _guide_name(guide: str, planner: dict) -> str:
     if guide == "value" and planner.get("scale") == 0:
         return "value ranking, scale 0"  # candidates ranked by the value function, no gradient
     selection = _selection(guide, planner)
+    w = planner.get("inverse_weight", 0.0)
+    actions = "" if not w else ", actions from inverse dynamics" if w == 1 else f", actions {w:g} inverse dynamics"
     return (dict(GUIDES)[guide] + (f", {selection}" if selection else "")
-            + (", planned falls avoided" if planner.get("avoid_falls") else ""))
+            + (", planned falls avoided" if planner.get("avoid_falls") else "") + actions)
 
 
 def _planner(row: dict) -> str:

@@ -697,6 +697,9 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch, capsys):
                                             "value returns continued past the cut, value scale 0.1")
     assert table_script._solver({"sampler": "dpmpp", "sampler_steps": 3, "warm_level": 0.67, "candidates": 16,
                                  "cold_candidates": 4}) == "DPM-Solver++ 3 warm 0.67 (4 of 16 cold)"
+    assert table_script._guide_name("cfg", {"select": "value", "inverse_weight": 1.0}) == \
+        "classifier-free, ranked by value, actions from inverse dynamics"
+    assert table_script._guide_name("none", {"inverse_weight": 0.5}) == "unguided, actions 0.5 inverse dynamics"
     assert [table_script._version(k) for k in ("hopper-medium", "hopper-medium-v1", "walker2d-medium-replay-v12")] \
         == ["v0", "v1", "v12"]
 
