@@ -170,12 +170,11 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
             fit = InverseFitConfig.from_overrides(inverse_overrides)
             training["inverse"] = train_inverse_dynamics(dataset_id, out / "train" / "inverse", fit, device)
             inverse = training["inverse"]["checkpoint"]
-            loaded_inverse = load_inverse(inverse, device)
-        else:  # the record of the given model, from its own config
-            loaded_inverse = load_inverse(inverse, device)
-            cfg = loaded_inverse.config
+        loaded_inverse = load_inverse(inverse, device)
+        cfg = loaded_inverse.config
+        if "inverse" not in training:  # a given model: its record from its own config
             training["inverse"] = {"checkpoint": str(inverse), "config": cfg.get("fit"), **(cfg.get("report") or {})}
-        training["inverse"]["dataset"] = loaded_inverse.config.get("dataset")
+        training["inverse"]["dataset"] = cfg.get("dataset")
     for key, path in (("diffusion", checkpoint), ("value", value), ("inverse", inverse)):
         if key in training:
             training[key]["weights"] = weights_fingerprint(path)
