@@ -10,7 +10,10 @@ fits one (an MLP on the state and the state change, both standardised), then run
 planner (value-ranked, warm DPM-Solver++ 3, as the Walker2d medium-expert-v1 recipe) with each candidate's
 actions replaced by g(planned s_t, planned s_{t+1}), so ranking and ``--average`` work as before. It writes
 the scores, falls, per-episode records (with speed profiles), the fit's error, config, seed and git commit.
-A screen, not yet a planner option: the model is refit on every run (about 30 CPU seconds).
+It made the README's first inverse-dynamics screen; the planner option that grew out of it,
+``diffuser plan locomotion --inverse-weight W`` (``diffuser/models/inverse_dynamics.py``), reads g's action
+off the chosen plan alone, so the value ranking sees the plans as sampled. The model is refit on every run
+(about 30 CPU seconds).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +31,7 @@ from diffuser.data.minari_io import dataset_info, load_episodes
 from diffuser.evaluation.locomotion import evaluate_locomotion, summarize_episodes, write_episodes
 from diffuser.planning.locomotion import LocomotionPlanConfig, LocomotionPlanner
 from diffuser.planning.planner import Plan
+from diffuser.training.inverse_dynamics import transitions
 from diffuser.utils import atomic_path, git_commit
 
 
@@ -47,21 +50,9 @@ class InverseDynamics(nn.Module):
         return self.net(torch.cat([(state - self.mean) / self.std, (next_state - state) / self.std], -1))
 
 
-def transitions(dataset_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(s_t, s_{t+1}, a_t) of every step whose next state is known."""
-    states, nexts, actions = [], [], []
-    for ep in load_episodes(dataset_id):
-        o = ep.observations
-        nxt = o[1:] if ep.final_observation is None else np.concatenate([o[1:], ep.final_observation[None]])
-        states.append(o[: len(nxt)])
-        nexts.append(nxt)
-        actions.append(ep.actions[: len(nxt)])
-    return tuple(torch.as_tensor(np.concatenate(x), dtype=torch.float32) for x in (states, nexts, actions))
-
-
 def fit(dataset_id: str, steps: int, batch: int, lr: float, seed: int) -> tuple[InverseDynamics, dict]:
     torch.manual_seed(seed)
-    s, s1, a = transitions(dataset_id)
+    s, s1, a = transitions(load_episodes(dataset_id))
     held = torch.randperm(len(s))[: len(s) // 20]  # 5 % held out for the fit's error
     train = torch.ones(len(s), dtype=torch.bool)
     train[held] = False

@@ -573,6 +573,25 @@ def test_planner_executes_inverse_dynamics_actions_between_its_planned_states(tm
         LocomotionPlanConfig(inverse_weight=1.5)
 
 
+def test_inverse_dynamics_screen_executes_the_inferred_action_between_planned_states(tmp_path):
+    spec = importlib.util.spec_from_file_location("inverse_dynamics_screen", ROOT / "scripts" / "inverse_dynamics_screen.py")
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    model = load_model(_export(tmp_path, "m"))
+    obs = np.random.default_rng(5).normal(size=(2, 3)).astype(np.float32)
+    planner = LocomotionPlanner(model, None, LocomotionPlanConfig(guide="none", candidates=3, sampler="ddim",
+                                                                  sampler_steps=3, execute=2))
+    every = planner.planner.plan(obs, horizon=8, num_samples=3, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    inverse = screen.InverseDynamics(torch.zeros(3), torch.ones(3), action_dim=2)
+    screen.with_inverse_actions(planner, inverse)
+    chosen = planner.plan(obs, torch.Generator().manual_seed(0))  # guide "none": each start's first candidate
+    with torch.no_grad():
+        expected = inverse(every.states[[0, 3], :2], every.states[[0, 3], 1:3]).clamp(-1, 1)
+    np.testing.assert_allclose(chosen.actions, expected.numpy(), atol=1e-5)
+    assert not np.allclose(chosen.actions, every.actions[[0, 3], :2].numpy(), atol=1e-3)  # not the plan's own
+
+
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
 def test_health_rule_is_the_envs_own_termination_rule(env_id):
     """The rule applied to observations agrees with the env's is_healthy on states near its boundary."""
