@@ -539,6 +539,8 @@ def test_inverse_dynamics_learns_the_actions_of_known_dynamics_and_round_trips(t
         InverseFitConfig.from_overrides(["member=2"])
     with pytest.raises(ValueError, match="must be >= 1"):
         InverseFitConfig.from_overrides(["members=0"])
+    with pytest.raises(ValueError, match="members takes an integer, not '2.5'"):
+        InverseFitConfig.from_overrides(["members=2.5"])
 
 
 def test_planner_executes_inverse_dynamics_actions_between_its_planned_states(tmp_path):

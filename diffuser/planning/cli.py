@@ -141,7 +141,7 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inverse-weight", type=float, default=0.0,
                    help="share of each executed action read off an inverse-dynamics model g(s_t, planned s_t+1) "
                         "instead of the plan (default 0: the plan's own; 1: g's alone). The job fits g on the "
-                        "dataset (about 30 s per member; inverse:KEY=V overrides, e.g. inverse:members=5) "
+                        "dataset (30-50 s per member on a CPU; inverse:KEY=V overrides, e.g. inverse:members=5) "
                         "unless --inverse gives one")
     p.add_argument("--inverse", help="with --inverse-weight: an inverse-dynamics export to use instead of fitting one")
     p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus"],

@@ -1,6 +1,6 @@
 """Fit an inverse-dynamics model a_t = g(s_t, s_{t+1}) on a dataset's transitions and export it.
 
-About 30 CPU seconds per member on a 400k-transition locomotion dataset at the defaults. The fit's error is
+30–50 CPU seconds per member on a 400k-transition locomotion dataset at the defaults. The fit's error is
 measured on held-out episodes (split by episode, so no held-out step has its neighbours in training) and
 stored in the export with the dataset it was fit on.
 """
@@ -48,8 +48,12 @@ class InverseFitConfig:
             if not sep or key not in (*fit_keys, *net_keys):
                 raise ValueError(f"inverse-dynamics override {item!r} is not KEY=VALUE with KEY one of "
                                  f"{', '.join([*fit_keys, *sorted(net_keys)])}")
-            number = float(text) if key in ("lr", "held_out") else int(text)
-            (net if key in net_keys else fit)[key] = number
+            kind = float if key in ("lr", "held_out") else int
+            try:
+                (net if key in net_keys else fit)[key] = kind(text)
+            except ValueError:
+                raise ValueError(f"inverse-dynamics override {item!r}: {key} takes a{'n integer' if kind is int else ' number'}, "
+                                 f"not {text!r}") from None
         return cls(net=InverseDynamicsConfig(**net), **fit)
 
     def to_dict(self) -> dict:
