@@ -62,8 +62,10 @@ def _guide_name(guide: str, planner: dict) -> str:
     selection = _selection(guide, planner)
     w = planner.get("inverse_weight", 0.0)
     actions = "" if not w else ", actions from inverse dynamics" if w == 1 else f", actions {w:g} inverse dynamics"
+    limit = planner.get("speed_limit")
+    speed = "" if limit is None else f", speed limit {limit:g} m/s (weight {planner.get('speed_weight', 1.0):g})"
     return (dict(GUIDES)[guide] + (f", {selection}" if selection else "")
-            + (", planned falls avoided" if planner.get("avoid_falls") else "") + actions)
+            + (", planned falls avoided" if planner.get("avoid_falls") else "") + actions + speed)
 
 
 def _planner(row: dict) -> str:

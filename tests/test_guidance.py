@@ -594,6 +594,74 @@ def test_inverse_dynamics_screen_executes_the_inferred_action_between_planned_st
     assert not np.allclose(chosen.actions, every.actions[[0, 3], :2].numpy(), atol=1e-3)  # not the plan's own
 
 
+def test_ceiling_pulls_the_predicted_plan_down_by_its_weight_times_the_excess():
+    from diffuser.diffusion.costs import Ceiling
+    from diffuser.diffusion.experts import combined_epsilon
+
+    class Fixed:  # a density expert predicting ε = 0.3 everywhere
+        weight, uses_x0 = 1.0, False
+
+        def epsilon(self, x, level):
+            return torch.full_like(x, 0.3)
+
+    x = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0))
+    level = NoiseLevel(t=9, alpha=0.05, sigma=math.sqrt(1 - 0.05 ** 2), t_batch=torch.full((2,), 9))
+    x0 = (x - level.sigma * 0.3) / level.alpha  # the fixed expert's prediction
+    limit = float(x0[..., 3].median())
+    for weight in (1.0, 0.5):
+        eps = combined_epsilon([Fixed(), Ceiling([limit], [3], weight=weight)], x, level)
+        pulled = (x - level.sigma * eps) / level.alpha
+        excess = (x0[..., 3] - limit).clamp(min=0)
+        torch.testing.assert_close(pulled[..., 3], x0[..., 3] - weight * excess)  # over the limit: pulled down
+        torch.testing.assert_close(pulled[..., [0, 1, 2, 4]], x0[..., [0, 1, 2, 4]])  # other coordinates: untouched
+    ceiling = Ceiling.from_world([2.0], _normalizer(_episodes()), LAYOUT, (1,))
+    assert ceiling.position_dims == [LAYOUT.state_dims([1])[0]]
+    with pytest.raises(ValueError, match="limit needs 1 values"):
+        Ceiling([1.0, 2.0], [3])
+
+
+def test_speed_limit_keeps_planned_speeds_under_it(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    obs = np.zeros((2, 3), dtype=np.float32)
+    kw = dict(guide="none", candidates=3, sampler="ddim", sampler_steps=3)
+    free = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw)).plan(obs, torch.Generator().manual_seed(0))
+    limit = float(np.quantile(free.states[:, 1:, 2], 0.3))  # coordinate 2 plays the forward speed
+    limited = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, speed_limit=limit))
+    with pytest.raises(ValueError, match="does not say"):
+        limited.set_forward_speed_index(None)
+    limited.set_forward_speed_index(2)
+    limited.set_forward_speed_index(2)  # set twice: still one cost
+    assert [getattr(e, "name", None) for e in limited.planner.experts].count("speed_limit") == 1
+    plans = limited.plan(obs, torch.Generator().manual_seed(0))
+    assert free.states[:, 1:, 2].max() > limit + 0.1
+    assert plans.states[:, 1:, 2].max() <= limit + 1e-4  # the last step's x̂_0 is the plan: projected under
+    np.testing.assert_allclose(plans.states[:, 0], obs, atol=1e-5)  # the start state stays inpainted
+    assert LocomotionPlanner(model, None, LocomotionPlanConfig(**kw)).set_forward_speed_index(None) is None
+    with pytest.raises(ValueError, match="speed_weight must be > 0"):
+        LocomotionPlanConfig(speed_limit=2.0, speed_weight=0.0)
+    with pytest.raises(ValueError, match="outside the model's 3"):
+        limited.set_forward_speed_index(7)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
+def test_forward_speed_index_reads_the_roots_forward_velocity(env_id):
+    pytest.importorskip("mujoco")
+    import gymnasium as gym
+
+    from diffuser.planning.locomotion import forward_speed_index
+
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        obs, *_ = env.step(env.action_space.sample())
+    assert obs[forward_speed_index(env)] == env.unwrapped.data.qvel[0] != 0
+    wide = gym.make(env_id, exclude_current_positions_from_observation=False)
+    obs, _ = wide.reset(seed=0)
+    obs, *_ = wide.step(wide.action_space.sample())
+    assert obs[forward_speed_index(wide)] == wide.unwrapped.data.qvel[0]
+    assert forward_speed_index(gym.make("Pendulum-v1")) is None
+
+
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
 def test_health_rule_is_the_envs_own_termination_rule(env_id):
     """The rule applied to observations agrees with the env's is_healthy on states near its boundary."""
@@ -671,8 +739,12 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch, capsys):
     diffusion, value = report["training"]["diffusion"]["checkpoint"], report["training"]["value"]["checkpoint"]
     main(["plan", "locomotion", "--env", "hopper", "--level", "medium", "--checkpoint", diffusion, "--value", value, value,
           "--value-pessimism", "1", "--guides", "value", "--episodes", "1", "--seeds", "0", "--candidates", "2",
-          "--sampler-steps", "2", "--max-episode-steps", "3", "--out", str(tmp_path / "given"), "--no-figures"])
-    given = json.loads((tmp_path / "given" / "locomotion.json").read_text())["training"]
+          "--sampler-steps", "2", "--max-episode-steps", "3", "--out", str(tmp_path / "given"), "--no-figures",
+          "--speed-limit", "1.5", "--speed-weight", "0.5"])
+    given_report = json.loads((tmp_path / "given" / "locomotion.json").read_text())
+    planner = given_report["results"]["value"]["planner"]
+    assert (planner["speed_limit"], planner["speed_weight"]) == (1.5, 0.5)
+    given = given_report["training"]
     assert given["given"] and given["diffusion"]["steps"] == 3 and given["value"]["steps"] == 3
     assert given["value"]["checkpoint"] == [value, value] and given["value"]["pessimism"] == 1.0
     assert given["diffusion"]["weights"] == report["training"]["diffusion"]["weights"]

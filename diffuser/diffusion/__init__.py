@@ -7,7 +7,7 @@ from diffuser.diffusion.experts import (ConditionDelta, DenoiserExpert, Expert, 
 from diffuser.diffusion.loop import SampleOutput, sample
 from diffuser.diffusion.compose import Composition, IncompatibleExperts, compose
 from diffuser.diffusion.correctors import HMC, MALA, UHMC, ULA, Corrector, make_corrector
-from diffuser.diffusion.costs import BoxAvoid, DiscAvoid, RegionPrefer, Smoothness
+from diffuser.diffusion.costs import BoxAvoid, Ceiling, DiscAvoid, RegionPrefer, Smoothness
 from diffuser.diffusion.model import DiffusionConfig, TrajectoryDiffusion
 from diffuser.diffusion.predictions import PREDICTION_TYPES
 from diffuser.diffusion.samplers import DDIM, DDPM, Sampler, make_sampler
@@ -15,7 +15,7 @@ from diffuser.diffusion.schedules import BETA_SCHEDULES, NoiseSchedule, make_bet
 
 __all__ = [
     "HMC", "MALA", "UHMC", "ULA", "BoxAvoid", "Composition", "ConditionDelta", "Corrector", "DiscAvoid",
-    "IncompatibleExperts", "RegionPrefer", "Smoothness", "ValueExpert", "compose", "make_corrector",
+    "Ceiling", "IncompatibleExperts", "RegionPrefer", "Smoothness", "ValueExpert", "compose", "make_corrector",
     "BETA_SCHEDULES", "PREDICTION_TYPES", "Constraint", "DDIM", "DDPM", "DenoiserExpert", "DiffusionConfig",
     "Expert", "Inpaint", "NoiseLevel", "NoiseSchedule", "SampleOutput", "Sampler", "TrajectoryDiffusion",
     "combined_epsilon", "make_betas", "make_sampler", "sample", "state_constraints",

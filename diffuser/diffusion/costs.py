@@ -187,6 +187,48 @@ class RegionPrefer(CostExpert):
         return ((p >= self.lo.to(p)) & (p <= self.hi.to(p))).all(-1)
 
 
+class Ceiling(CostExpert):
+    """Stay below a limit (e.g. a forward speed the data never sustains): C = Σ_h Σ_k relu(p_hk − limit_k)²
+    (world units), 0 below it.
+
+    Its ε-term is not the cost's gradient scaled by σ/α, which is ~400 at a cosine schedule's top level
+    and blows a few-step sampler's first prediction apart. It moves x̂_0 itself: each coordinate over
+    the limit comes down by ``weight`` times its excess (weight 1: exactly onto the limit), through the
+    ε that changes x̂_0 = (x − σε)/α by that much. So the pull is the same at every noise level, and the
+    model's own prediction is left alone wherever the plan is under the limit.
+    """
+
+    needs_grad = False  # the pull is the excess itself: no autograd
+
+    def __init__(self, limit: Sequence[float], position_dims: Sequence[int], scale: Sequence[float] | None = None,
+                 weight: float = 1.0, **kwargs):
+        super().__init__(position_dims, scale, weight, **kwargs)
+        if self.on != "x0":
+            raise ValueError("Ceiling acts on the predicted clean plan x̂_0 only (on='x0')")
+        self.limit = torch.as_tensor(np.asarray(limit, dtype=np.float32))
+        if self.limit.shape != (len(self.position_dims),):
+            raise ValueError(f"limit needs {len(self.position_dims)} values, got {tuple(self.limit.shape)}")
+
+    @classmethod
+    def from_world(cls, limit: Sequence[float], normalizer, layout, position_state_dims: Sequence[int],
+                   **kwargs) -> "Ceiling":
+        """A limit in raw units on the observation coordinates ``position_state_dims``."""
+        dims, to_norm, scale = _world_frame(normalizer, layout, position_state_dims)
+        return cls(to_norm(limit), dims, scale, **kwargs)
+
+    def excess(self, p: torch.Tensor) -> torch.Tensor:
+        """(…, k) how far normalised coordinates are over the limit (0 under it)."""
+        return torch.relu(p - self.limit.to(p))
+
+    def point_cost(self, p):
+        return self._metric(self.excess(p)).square().sum(-1)
+
+    def epsilon(self, x: torch.Tensor, level: NoiseLevel, x0: torch.Tensor | None = None) -> torch.Tensor:
+        eps = torch.zeros_like(x)
+        eps[..., self.position_dims] = (level.alpha / level.sigma) * self.excess(self.positions(x0))
+        return eps
+
+
 class Smoothness(CostExpert):
     """Penalise second differences: C = Σ_h ‖p_{h+1} − 2p_h + p_{h−1}‖² (world units)."""
 

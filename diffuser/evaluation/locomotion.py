@@ -21,7 +21,7 @@ import torch
 
 from diffuser.envs.health import HealthRule
 from diffuser.evaluation.stats import mean_se
-from diffuser.planning.locomotion import LocomotionPlanner
+from diffuser.planning.locomotion import LocomotionPlanner, forward_speed_index
 from diffuser.utils import atomic_path, progress
 
 __all__ = ["LocomotionEpisode", "evaluate_locomotion", "write_episodes", "summarize_episodes"]
@@ -65,6 +65,7 @@ def evaluate_locomotion(planner: LocomotionPlanner, env_id: str, *, episodes: in
     planner.check_env(space.shape[0], envs[0].action_space.shape[0])
     planner.set_action_bounds(envs[0].action_space.low, envs[0].action_space.high)
     planner.set_health_rule(HealthRule.from_env(envs[0]))
+    planner.set_forward_speed_index(forward_speed_index(envs[0]))
     seeds = [eval_seed * 1000 + i for i in range(episodes)]
     obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)])
     generator = torch.Generator(planner.device).manual_seed(eval_seed)

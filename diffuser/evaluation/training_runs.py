@@ -30,7 +30,8 @@ RECIPE_KEYS = {"diffusion": ("steps", "horizon", "discount", "bootstrap_truncate
                "value": ("steps", "bootstrap_truncated")}
 DERIVED_PLANNER_KEYS = ("target_return_value",)  # computed from the data, not chosen
 # Settings added after runs were recorded: absent means this default.
-LATER_PLANNER_KEYS = {"cold_candidates": 0, "avoid_falls": False, "average": 1, "warm_from": "executed", "inverse_weight": 0.0}
+LATER_PLANNER_KEYS = {"cold_candidates": 0, "avoid_falls": False, "average": 1, "warm_from": "executed", "inverse_weight": 0.0,
+                      "speed_limit": None, "speed_weight": 1.0}
 
 
 def row_key(report: dict[str, Any]) -> str:

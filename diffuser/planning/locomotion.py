@@ -17,7 +17,9 @@ candidates of a decision are one batched sampling call. With ``avoid_falls``, th
 best value, or consensus) is made among the candidates that stay healthy the longest. With ``average`` K > 1
 the executed plan is the mean of the K best candidates: with few solver steps each sample's first action is
 noisy, and their mean is not. ``warm_from="best"`` then warm-starts the next decision from the best candidate
-rather than from that mean.
+rather than from that mean. With ``speed_limit``, a :class:`~diffuser.diffusion.costs.Ceiling` cost joins the
+experts and pushes planned forward speeds above the limit back under it (the env tells the planner which
+observation coordinate is the forward speed: :func:`forward_speed_index`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffuser.diffusion.costs import Ceiling
 from diffuser.diffusion.experts import ConditionDelta
 from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.samplers import make_sampler
@@ -65,6 +68,8 @@ class LocomotionPlanConfig:
     avoid_falls: bool = False  # choose only among the candidates whose planned states stay healthy the longest (the env's termination rule)
     inverse_weight: float = 0.0  # share of each executed action read off inverse dynamics g(s_t, planned s_t+1) rather than
     # taken from the plan (0: the plan's own actions; 1: g's alone; needs an inverse-dynamics model)
+    speed_limit: float | None = None  # a cost on planned forward speeds above this (m/s); None: no limit
+    speed_weight: float = 1.0  # the weight of that cost among the experts
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
@@ -90,6 +95,9 @@ class LocomotionPlanConfig:
         if not 0.0 <= self.inverse_weight <= 1.0:
             raise ValueError(f"inverse_weight must be in [0, 1] (0: the plan's actions, 1: inverse dynamics'), "
                              f"got {self.inverse_weight}")
+        if self.speed_weight <= 0:
+            raise ValueError(f"speed_weight must be > 0 (the cost's strength), got {self.speed_weight}; "
+                             f"leave speed_limit unset for no limit")
         if self.cold_candidates and self.warm_level is None:
             raise ValueError("cold_candidates needs warm_level: without warm starts every candidate is cold")
         target = str(self.target_return)
@@ -325,6 +333,22 @@ class LocomotionPlanner:
                              "this one never terminates (HalfCheetah): drop --avoid-falls")
         self.health_rule = rule
 
+    def set_forward_speed_index(self, index: int | None) -> None:
+        """The observation coordinate holding the body's forward speed, for ``speed_limit``: adds the
+        :class:`Ceiling` cost on it to the experts (replacing one set before)."""
+        limit = self.config.speed_limit
+        if limit is None:
+            return
+        if index is None:
+            raise ValueError("speed_limit needs to know which observation coordinate is the forward speed, and this "
+                             "env does not say (only Gymnasium's MuJoCo locomotion envs do): drop --speed-limit")
+        if not 0 <= index < self.layout.observation_dim:
+            raise ValueError(f"forward-speed index {index} is outside the model's {self.layout.observation_dim} "
+                             f"observation coordinates")
+        cost = Ceiling.from_world([limit], self.normalizer, self.layout, (index,), weight=self.config.speed_weight,
+                                  name="speed_limit")
+        self.planner.experts = [e for e in self.planner.experts if getattr(e, "name", None) != "speed_limit"] + [cost]
+
     def describe(self) -> dict[str, Any]:
         d = asdict(self.config)
         d["select"] = self.select
@@ -359,3 +383,14 @@ def _interleave(first: Plan, second: Plan, n: int) -> Plan:
     join = lambda a, b: torch.cat([a.reshape(n, -1, *a.shape[1:]), b.reshape(n, -1, *b.shape[1:])], 1).flatten(0, 1)  # noqa: E731
     return Plan(join(first.states, second.states), join(first.actions, second.actions),
                 join(first.trajectories, second.trajectories))
+
+
+def forward_speed_index(env) -> int | None:
+    """The observation coordinate of a Gymnasium MuJoCo locomotion env (Hopper, Walker2d, HalfCheetah, ...)
+    that holds the root's forward velocity, qvel[0]; None for other envs. The observation is qpos (less
+    the x position unless the env observes it) followed by qvel."""
+    u = env.unwrapped
+    model = getattr(u, "model", None)
+    if model is None or not hasattr(u, "_exclude_current_positions_from_observation"):
+        return None
+    return int(model.nq) - (1 if u._exclude_current_positions_from_observation else 0)
