@@ -748,6 +748,14 @@ def test_collect_train_plan_smoke(tmp_path, monkeypatch, capsys):
     assert given["given"] and given["diffusion"]["steps"] == 3 and given["value"]["steps"] == 3
     assert given["value"]["checkpoint"] == [value, value] and given["value"]["pessimism"] == 1.0
     assert given["diffusion"]["weights"] == report["training"]["diffusion"]["weights"]
+    # What the return condition asks for: the training windows' pace and falls per return decile.
+    spec = importlib.util.spec_from_file_location("return_pace", ROOT / "scripts" / "return_pace.py")
+    pace_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pace_script)
+    pace = pace_script.main(["--checkpoint", diffusion, "--targets", "q90", "z0", "--out", str(tmp_path / "pace.json")])
+    assert sum(d["windows"] for d in pace["deciles"]) == pace["all"]["windows"] > 0
+    assert pace["targets"]["z0"]["return"] == pytest.approx(pace["return_stats"]["mean"], abs=0.1)
+    assert 0 <= pace["targets"]["q90"]["at_or_above"]["fall_share"] <= 1 and (tmp_path / "pace.png").exists()
     # Actions read off an inverse-dynamics model the job fits, then the same model given back.
     inverse_args = ["plan", "locomotion", "--env", "hopper", "--level", "medium", "--checkpoint", diffusion,
                     "--guides", "none", "--episodes", "1", "--seeds", "0", "--candidates", "2", "--sampler-steps", "2",
