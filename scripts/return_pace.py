@@ -23,19 +23,10 @@ import numpy as np
 from diffuser.config import DataConfig
 from diffuser.data.minari_io import dataset_info
 from diffuser.data.windows import ValueDataset
-from diffuser.planning.locomotion import forward_speed_index
+from diffuser.planning.locomotion import forward_speed_index, target_return_value
 from diffuser.pretrained import load_model
 from diffuser.training.pipeline import load_training_episodes
 from diffuser.utils import atomic_path, git_commit
-
-
-def target_value(target: str, stats: dict) -> float:
-    """A ``--target-return`` spelling as a raw return, from the checkpoint's return statistics."""
-    if target in ("max", "q90"):
-        return float(stats[target])
-    if target.startswith("z"):
-        return float(stats["mean"] + float(target[1:]) * stats["std"])
-    return float(target)
 
 
 def window_table(checkpoint: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         deciles.append({"returns": [round(float(edges[k]), 1), round(float(edges[k + 1]), 1)], **summary(speeds[m], falls[m])})
     targets = {}
     for target in args.targets:
-        value = target_value(target, stats)
+        value = target_return_value(target, stats)
         near = np.abs(returns - value) <= args.band * stats["std"]
         above = returns >= value
         targets[target] = {"return": round(value, 1), "at": summary(speeds[near], falls[near]),

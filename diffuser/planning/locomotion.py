@@ -220,15 +220,7 @@ class LocomotionPlanner:
 
     def target_return(self) -> float:
         """The raw return classifier-free guidance conditions on."""
-        stats = self.model.return_stats or {}
-        target = str(self.config.target_return)
-        if target in ("max", "q90"):
-            if target not in stats:
-                raise ValueError(f"the checkpoint's return stats have no {target!r}")
-            return float(stats[target])
-        if target.startswith("z"):
-            return float(stats["mean"] + float(target[1:]) * stats["std"])
-        return float(target)
+        return target_return_value(self.config.target_return, self.model.return_stats or {})
 
     def check_env(self, observation_dim: int, action_dim: int) -> None:
         if (observation_dim, action_dim) != (self.layout.observation_dim, self.layout.action_dim):
@@ -383,6 +375,19 @@ def _interleave(first: Plan, second: Plan, n: int) -> Plan:
     join = lambda a, b: torch.cat([a.reshape(n, -1, *a.shape[1:]), b.reshape(n, -1, *b.shape[1:])], 1).flatten(0, 1)  # noqa: E731
     return Plan(join(first.states, second.states), join(first.actions, second.actions),
                 join(first.trajectories, second.trajectories))
+
+
+def target_return_value(target: str, stats: dict) -> float:
+    """A target return as ``target_return`` spells it ("zK", "max", "q90" or a number) in raw units, from a
+    checkpoint's return statistics."""
+    target = str(target)
+    if target in ("max", "q90"):
+        if target not in stats:
+            raise ValueError(f"the checkpoint's return stats have no {target!r}")
+        return float(stats[target])
+    if target.startswith("z"):
+        return float(stats["mean"] + float(target[1:]) * stats["std"])
+    return float(target)
 
 
 def forward_speed_index(env) -> int | None:
