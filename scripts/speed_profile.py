@@ -21,6 +21,7 @@ import numpy as np
 
 from diffuser.data.minari_io import dataset_info, load_episodes
 from diffuser.evaluation.locomotion import SPEED_WINDOW
+from diffuser.planning.locomotion import forward_speed_index
 from diffuser.utils import atomic_path, git_commit
 
 
@@ -29,8 +30,7 @@ def dataset_profile(dataset_id: str, windows: int) -> list[float | None]:
     import gymnasium as gym
 
     env_id = dataset_info(dataset_id)["env_id"]
-    # Gymnasium's MuJoCo locomotion observations are qpos[1:] then qvel: the body's x velocity is qvel[0].
-    index = gym.make(env_id).unwrapped.model.nq - 1
+    index = forward_speed_index(gym.make(env_id))  # the body's x velocity, qvel[0]
     sums, counts = np.zeros(windows), np.zeros(windows)
     for ep in load_episodes(dataset_id):
         v = ep.observations[:, index]
