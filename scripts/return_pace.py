@@ -23,7 +23,8 @@ import numpy as np
 from diffuser.config import DataConfig
 from diffuser.data.minari_io import dataset_info
 from diffuser.data.windows import ValueDataset
-from diffuser.planning.locomotion import forward_speed_index, target_return_value
+from diffuser.envs.body import forward_speed_index
+from diffuser.planning.locomotion import target_return_value
 from diffuser.pretrained import load_model
 from diffuser.training.pipeline import load_training_episodes
 from diffuser.utils import atomic_path, git_commit

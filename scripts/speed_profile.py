@@ -21,7 +21,7 @@ import numpy as np
 
 from diffuser.data.minari_io import dataset_info, load_episodes
 from diffuser.evaluation.locomotion import SPEED_WINDOW
-from diffuser.planning.locomotion import forward_speed_index
+from diffuser.envs.body import forward_speed_index
 from diffuser.utils import atomic_path, git_commit
 
 

@@ -648,7 +648,7 @@ def test_forward_speed_index_reads_the_roots_forward_velocity(env_id):
     pytest.importorskip("mujoco")
     import gymnasium as gym
 
-    from diffuser.planning.locomotion import forward_speed_index
+    from diffuser.envs.body import forward_speed_index
 
     env = gym.make(env_id)
     obs, _ = env.reset(seed=0)

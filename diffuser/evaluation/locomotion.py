@@ -21,7 +21,8 @@ import torch
 
 from diffuser.envs.health import HealthRule
 from diffuser.evaluation.stats import mean_se
-from diffuser.planning.locomotion import LocomotionPlanner, forward_speed_index
+from diffuser.envs.body import forward_speed_index
+from diffuser.planning.locomotion import LocomotionPlanner
 from diffuser.utils import atomic_path, progress
 
 __all__ = ["LocomotionEpisode", "evaluate_locomotion", "write_episodes", "summarize_episodes"]

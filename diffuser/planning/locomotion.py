@@ -19,7 +19,7 @@ the executed plan is the mean of the K best candidates: with few solver steps ea
 noisy, and their mean is not. ``warm_from="best"`` then warm-starts the next decision from the best candidate
 rather than from that mean. With ``speed_limit``, a :class:`~diffuser.diffusion.costs.Ceiling` cost joins the
 experts and pushes planned forward speeds above the limit back under it (the env tells the planner which
-observation coordinate is the forward speed: :func:`forward_speed_index`).
+observation coordinate is the forward speed: :func:`~diffuser.envs.body.forward_speed_index`).
 """
 
 from __future__ import annotations
@@ -388,14 +388,3 @@ def target_return_value(target: str, stats: dict) -> float:
     if target.startswith("z"):
         return float(stats["mean"] + float(target[1:]) * stats["std"])
     return float(target)
-
-
-def forward_speed_index(env) -> int | None:
-    """The observation coordinate of a Gymnasium MuJoCo locomotion env (Hopper, Walker2d, HalfCheetah, ...)
-    that holds the root's forward velocity, qvel[0]; None for other envs. The observation is qpos (less
-    the x position unless the env observes it) followed by qvel."""
-    u = env.unwrapped
-    model = getattr(u, "model", None)
-    if model is None or not hasattr(u, "_exclude_current_positions_from_observation"):
-        return None
-    return int(model.nq) - (1 if u._exclude_current_positions_from_observation else 0)
