@@ -201,6 +201,8 @@ def run_locomotion_job(env: str = "hopper", level: str = "medium", out_dir: str 
         results[guide] = {**summarize_episodes(records), "planner": planner.describe()}
         if config.avoid_falls:  # how often the planned-fall check overrode the plain choice
             results[guide]["fall_checks"] = dict(planner.fall_checks)
+        if config.speed_limit is not None and config.speed_limit_by == "choice":  # and the planned-speed check
+            results[guide]["speed_checks"] = dict(planner.speed_checks)
         print(f"{guide:>6}: score {results[guide]['score']:.1f} ± {results[guide]['score_se']:.1f} "
               f"(return {results[guide]['return']:.0f}, length {results[guide]['length']:.0f}, "
               f"{results[guide]['plan_seconds']:.0f} s planning)")

@@ -63,7 +63,9 @@ def _guide_name(guide: str, planner: dict) -> str:
     w = planner.get("inverse_weight", 0.0)
     actions = "" if not w else ", actions from inverse dynamics" if w == 1 else f", actions {w:g} inverse dynamics"
     limit = planner.get("speed_limit")
-    speed = "" if limit is None else f", speed limit {limit:g} m/s (weight {planner.get('speed_weight', 1.0):g})"
+    by_choice = planner.get("speed_limit_by", "cost") == "choice"
+    speed = "" if limit is None else (f", candidates under {limit:g} m/s" if by_choice else
+                                      f", speed limit {limit:g} m/s (weight {planner.get('speed_weight', 1.0):g})")
     return (dict(GUIDES)[guide] + (f", {selection}" if selection else "")
             + (", planned falls avoided" if planner.get("avoid_falls") else "") + actions + speed)
 

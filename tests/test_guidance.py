@@ -643,6 +643,33 @@ def test_speed_limit_keeps_planned_speeds_under_it(tmp_path):
         limited.set_forward_speed_index(7)
 
 
+def test_speed_limit_by_choice_executes_a_candidate_under_it(tmp_path):
+    model = load_model(_export(tmp_path, "m"))
+    obs = np.zeros((2, 3), dtype=np.float32)
+    kw = dict(guide="none", candidates=4, sampler="ddim", sampler_steps=3, select="first", speed_limit_by="choice")
+    probe = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, speed_limit=0.0))
+    every = probe.planner.plan(obs, horizon=8, num_samples=4, generator=torch.Generator().manual_seed(0))
+    peaks = every.states[:, 1:, 2].amax(dim=1).reshape(2, 4)  # coordinate 2 plays the forward speed
+    limit = float(peaks[0].median())  # start 0: two candidates under it; start 1: maybe none
+    planner = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, speed_limit=limit))
+    with pytest.raises(ValueError, match="set_forward_speed_index"):
+        planner.plan(obs)
+    planner.set_forward_speed_index(2)
+    assert not any(getattr(e, "name", None) == "speed_limit" for e in planner.planner.experts)  # no cost: a choice
+    chosen = planner.plan(obs, torch.Generator().manual_seed(0)).trajectories
+    under = peaks <= torch.maximum(peaks.min(dim=1, keepdim=True).values, torch.tensor(limit))
+    expected = [int(under[i].nonzero()[0]) + 4 * i for i in range(2)]  # the first candidate allowed
+    torch.testing.assert_close(chosen, every.trajectories[expected])
+    assert planner.speed_checks == {"decisions": 2, "switched": int((~under[:, 0]).sum())}
+    # A limit no candidate keeps: the one that exceeds it least.
+    strict = LocomotionPlanner(model, None, LocomotionPlanConfig(**kw, speed_limit=float(peaks.min()) - 1.0))
+    strict.set_forward_speed_index(2)
+    torch.testing.assert_close(strict.plan(obs, torch.Generator().manual_seed(0)).trajectories,
+                               every.trajectories[peaks.argmin(dim=1) + torch.tensor([0, 4])])
+    with pytest.raises(ValueError, match="speed_limit_by must be one of cost, choice"):
+        LocomotionPlanConfig(speed_limit=2.0, speed_limit_by="select")
+
+
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
 def test_forward_speed_index_reads_the_roots_forward_velocity(env_id):
     pytest.importorskip("mujoco")

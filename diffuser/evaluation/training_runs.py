@@ -31,7 +31,7 @@ RECIPE_KEYS = {"diffusion": ("steps", "horizon", "discount", "bootstrap_truncate
 DERIVED_PLANNER_KEYS = ("target_return_value",)  # computed from the data, not chosen
 # Settings added after runs were recorded: absent means this default.
 LATER_PLANNER_KEYS = {"cold_candidates": 0, "avoid_falls": False, "average": 1, "warm_from": "executed", "inverse_weight": 0.0,
-                      "speed_limit": None, "speed_weight": 1.0}
+                      "speed_limit": None, "speed_limit_by": "cost", "speed_weight": 1.0}
 
 
 def row_key(report: dict[str, Any]) -> str:

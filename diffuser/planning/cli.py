@@ -61,7 +61,8 @@ def _run_locomotion(args: argparse.Namespace) -> None:
                                   execute=args.execute, select=args.select, warm_level=args.warm_level,
                                   cold_candidates=args.cold_candidates, avoid_falls=args.avoid_falls,
                                   average=args.average, warm_from=args.warm_from, inverse_weight=args.inverse_weight,
-                                  speed_limit=args.speed_limit, speed_weight=args.speed_weight)
+                                  speed_limit=args.speed_limit, speed_limit_by=args.speed_limit_by,
+                                  speed_weight=args.speed_weight)
     value_overrides = [o[len("value:"):] for o in args.overrides if o.startswith("value:")]
     inverse_overrides = [o[len("inverse:"):] for o in args.overrides if o.startswith("inverse:")]
     overrides = [o for o in args.overrides if not o.startswith(("value:", "inverse:"))]
@@ -145,9 +146,12 @@ def add_plan_parser(subparsers: argparse._SubParsersAction) -> None:
                         "dataset (30-50 s per member on a CPU; inverse:KEY=V overrides, e.g. inverse:members=5) "
                         "unless --inverse gives one")
     p.add_argument("--speed-limit", type=float,
-                   help="a cost on every planned forward speed above this many m/s, composed with the guide: plans "
-                        "that accelerate past what the data sustains are pushed back (default: no limit)")
-    p.add_argument("--speed-weight", type=float, default=1.0, help="with --speed-limit: the cost's weight (default 1)")
+                   help="keep planned forward speeds under this many m/s (--speed-limit-by): plans that accelerate "
+                        "past what the data sustains are pushed back or passed over (default: no limit)")
+    p.add_argument("--speed-limit-by", default="cost", choices=["cost", "choice"],
+                   help="with --speed-limit: cost (default: a cost pulls the planned speeds down) or choice (execute "
+                        "a candidate whose planned speeds stay under it; where none does, the one over it least)")
+    p.add_argument("--speed-weight", type=float, default=1.0, help="with --speed-limit by cost: the cost's weight (default 1)")
     p.add_argument("--inverse", help="with --inverse-weight: an inverse-dynamics export to use instead of fitting one")
     p.add_argument("--select", default="auto", choices=["auto", "value", "guide", "first", "consensus"],
                    help="which candidate to execute: value (highest predicted return of the final plans), guide "

@@ -17,9 +17,12 @@ candidates of a decision are one batched sampling call. With ``avoid_falls``, th
 best value, or consensus) is made among the candidates that stay healthy the longest. With ``average`` K > 1
 the executed plan is the mean of the K best candidates: with few solver steps each sample's first action is
 noisy, and their mean is not. ``warm_from="best"`` then warm-starts the next decision from the best candidate
-rather than from that mean. With ``speed_limit``, a :class:`~diffuser.diffusion.costs.Ceiling` cost joins the
-experts and pushes planned forward speeds above the limit back under it (the env tells the planner which
-observation coordinate is the forward speed: :func:`~diffuser.envs.body.forward_speed_index`).
+rather than from that mean. With ``speed_limit``, either a :class:`~diffuser.diffusion.costs.Ceiling` cost
+joins the experts and pushes planned forward speeds above the limit back under it (``speed_limit_by="cost"``),
+or the choice is made among the candidates whose planned speeds stay under it (``"choice"``; where none
+does, those that exceed it least): a whole sampled plan, whose first action belongs to states that do not
+overspeed, rather than states moved after their actions were drawn. The env tells the planner which
+observation coordinate is the forward speed (:func:`~diffuser.envs.body.forward_speed_index`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = ["GUIDES", "SELECTS", "LocomotionPlanConfig", "LocomotionPlanner", "ch
 GUIDES = ("value", "cfg", "none")
 SELECTS = ("auto", "value", "guide", "first", "consensus")
 WARM_FROM = ("executed", "best")
+SPEED_LIMIT_BY = ("cost", "choice")
 
 
 @dataclass
@@ -68,7 +72,8 @@ class LocomotionPlanConfig:
     avoid_falls: bool = False  # choose only among the candidates whose planned states stay healthy the longest (the env's termination rule)
     inverse_weight: float = 0.0  # share of each executed action read off inverse dynamics g(s_t, planned s_t+1) rather than
     # taken from the plan (0: the plan's own actions; 1: g's alone; needs an inverse-dynamics model)
-    speed_limit: float | None = None  # a cost on planned forward speeds above this (m/s); None: no limit
+    speed_limit: float | None = None  # planned forward speeds above this (m/s) are kept out of the plans; None: no limit
+    speed_limit_by: str = "cost"  # "cost": a Ceiling expert pulls them down | "choice": choose among candidates under it
     speed_weight: float = 1.0  # the weight of that cost among the experts
 
     def __post_init__(self) -> None:
@@ -95,6 +100,8 @@ class LocomotionPlanConfig:
         if not 0.0 <= self.inverse_weight <= 1.0:
             raise ValueError(f"inverse_weight must be in [0, 1] (0: the plan's actions, 1: inverse dynamics'), "
                              f"got {self.inverse_weight}")
+        if self.speed_limit_by not in SPEED_LIMIT_BY:
+            raise ValueError(f"speed_limit_by must be one of {', '.join(SPEED_LIMIT_BY)}, got {self.speed_limit_by!r}")
         if self.speed_weight <= 0:
             raise ValueError(f"speed_weight must be > 0 (the cost's strength), got {self.speed_weight}; "
                              f"leave speed_limit unset for no limit")
@@ -183,6 +190,8 @@ class LocomotionPlanner:
         self.action_bounds: tuple[np.ndarray, np.ndarray] | None = None  # set from the env by the evaluator
         self.health_rule: HealthRule | None = None  # set from the env by the evaluator (avoid_falls)
         self.fall_checks = {"decisions": 0, "switched": 0}  # avoid_falls: how often it changed the choice
+        self.speed_index: int | None = None  # the forward-speed coordinate, set from the env by the evaluator (speed_limit)
+        self.speed_checks = {"decisions": 0, "switched": 0}  # speed_limit_by="choice": how often it changed the choice
         # Each guide's own protocol: Diffuser ranks its value-guided candidates by the value; classifier-free
         # guidance (Decision Diffuser) and plain sampling take a sample as it comes.
         self.select = ("value" if config.guide == "value" else "first") if config.select == "auto" else config.select
@@ -289,6 +298,9 @@ class LocomotionPlanner:
     def _choose(self, out: Plan, values: torch.Tensor | None, n: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, k) rows of the start-major batch to execute, and their (n, k) weights in the executed mean."""
         allowed = self._safest(out.states, n, c).cpu() if self.config.avoid_falls else None
+        healthy = allowed
+        if self.config.speed_limit is not None and self.config.speed_limit_by == "choice":
+            allowed = self._slowest(out.states, allowed, n, c)
         # Higher is better: the predicted return, closeness to the candidates' mean plan (consensus), or
         # the sampling order (first).
         if self.select == "consensus":
@@ -296,11 +308,29 @@ class LocomotionPlanner:
         else:
             scores = values.cpu() if values is not None else -torch.arange(c, dtype=torch.float32).expand(n, c)
         chosen, weights = _best(scores, allowed, self.config.average)
-        if allowed is not None:
-            self.fall_checks["decisions"] += n
-            unchecked, _ = _best(scores, None, self.config.average)  # what would have run without the check
-            self.fall_checks["switched"] += int((~allowed.gather(1, unchecked)).any(dim=1).sum())
+        # How often each check changed the choice: would what ran without it have passed it?
+        if healthy is not None:
+            self._count(self.fall_checks, healthy, _best(scores, None, self.config.average)[0])
+        if allowed is not healthy:
+            self._count(self.speed_checks, allowed, _best(scores, healthy, self.config.average)[0])
         return torch.arange(n)[:, None] * c + chosen, weights
+
+    @staticmethod
+    def _count(checks: dict[str, int], allowed: torch.Tensor, unchecked: torch.Tensor) -> None:
+        checks["decisions"] += allowed.shape[0]
+        checks["switched"] += int((~allowed.gather(1, unchecked)).any(dim=1).sum())
+
+    def _slowest(self, states: torch.Tensor, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
+        """(n, c) bool: of the allowed candidates of each start, those whose planned forward speed (after the
+        observed start state, which all share) stays under the limit; where none does, those that exceed it least."""
+        if self.speed_index is None:
+            raise ValueError("speed_limit judges plans by their forward speed, and no coordinate is set: call "
+                             "set_forward_speed_index(forward_speed_index(env)) (the evaluator does)")
+        peak = states[:, 1:, self.speed_index].to(torch.float32).amax(dim=1).reshape(n, c).cpu()
+        if allowed is not None:
+            peak = peak.masked_fill(~allowed, torch.inf)
+        bound = peak.min(dim=1, keepdim=True).values.clamp(min=self.config.speed_limit)
+        return peak <= bound
 
     def _safest(self, states: torch.Tensor, n: int, c: int) -> torch.Tensor:
         """(n, c) bool: the candidates of each start whose planned states stay healthy the longest."""
@@ -326,8 +356,8 @@ class LocomotionPlanner:
         self.health_rule = rule
 
     def set_forward_speed_index(self, index: int | None) -> None:
-        """The observation coordinate holding the body's forward speed, for ``speed_limit``: adds the
-        :class:`Ceiling` cost on it to the experts (replacing one set before)."""
+        """The observation coordinate holding the body's forward speed, for ``speed_limit``: by ``"cost"`` adds
+        the :class:`Ceiling` cost on it to the experts (replacing one set before); by ``"choice"`` the choice reads it."""
         limit = self.config.speed_limit
         if limit is None:
             return
@@ -337,6 +367,9 @@ class LocomotionPlanner:
         if not 0 <= index < self.layout.observation_dim:
             raise ValueError(f"forward-speed index {index} is outside the model's {self.layout.observation_dim} "
                              f"observation coordinates")
+        self.speed_index = index
+        if self.config.speed_limit_by == "choice":
+            return
         cost = Ceiling.from_world([limit], self.normalizer, self.layout, (index,), weight=self.config.speed_weight,
                                   name="speed_limit")
         self.planner.experts = [e for e in self.planner.experts if getattr(e, "name", None) != "speed_limit"] + [cost]
