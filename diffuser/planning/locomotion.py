@@ -38,6 +38,7 @@ from diffuser.diffusion.experts import ConditionDelta
 from diffuser.diffusion.guides import ValueGuide
 from diffuser.diffusion.samplers import make_sampler
 from diffuser.envs.health import HealthRule
+from diffuser.planning import choice
 from diffuser.planning.planner import Plan, Planner, shift_plans
 from diffuser.pretrained import LoadedInverse, LoadedModel, LoadedValue, load_inverse, load_model, load_value
 
@@ -304,21 +305,16 @@ class LocomotionPlanner:
         # Higher is better: the predicted return, closeness to the candidates' mean plan (consensus), or
         # the sampling order (first).
         if self.select == "consensus":
-            scores = -_spread(out.trajectories, allowed, n, c).cpu()
+            scores = -choice.spread(out.trajectories, allowed, n, c).cpu()
         else:
             scores = values.cpu() if values is not None else -torch.arange(c, dtype=torch.float32).expand(n, c)
-        chosen, weights = _best(scores, allowed, self.config.average)
+        chosen, weights = choice.best(scores, allowed, self.config.average)
         # How often each check changed the choice: would what ran without it have passed it?
         if healthy is not None:
-            self._count(self.fall_checks, healthy, _best(scores, None, self.config.average)[0])
+            choice.count_switches(self.fall_checks, healthy, choice.best(scores, None, self.config.average)[0])
         if allowed is not healthy:
-            self._count(self.speed_checks, allowed, _best(scores, healthy, self.config.average)[0])
+            choice.count_switches(self.speed_checks, allowed, choice.best(scores, healthy, self.config.average)[0])
         return torch.arange(n)[:, None] * c + chosen, weights
-
-    @staticmethod
-    def _count(checks: dict[str, int], allowed: torch.Tensor, unchecked: torch.Tensor) -> None:
-        checks["decisions"] += allowed.shape[0]
-        checks["switched"] += int((~allowed.gather(1, unchecked)).any(dim=1).sum())
 
     def _slowest(self, states: torch.Tensor, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
         """(n, c) bool: of the allowed candidates of each start, those whose planned forward speed (after the
@@ -327,18 +323,14 @@ class LocomotionPlanner:
             raise ValueError("speed_limit judges plans by their forward speed, and no coordinate is set: call "
                              "set_forward_speed_index(forward_speed_index(env)) (the evaluator does)")
         peak = states[:, 1:, self.speed_index].to(torch.float32).amax(dim=1).reshape(n, c).cpu()
-        if allowed is not None:
-            peak = peak.masked_fill(~allowed, torch.inf)
-        bound = peak.min(dim=1, keepdim=True).values.clamp(min=self.config.speed_limit)
-        return peak <= bound
+        return choice.lowest_under(peak, allowed, self.config.speed_limit)
 
     def _safest(self, states: torch.Tensor, n: int, c: int) -> torch.Tensor:
         """(n, c) bool: the candidates of each start whose planned states stay healthy the longest."""
         if self.health_rule is None:
             raise ValueError("avoid_falls judges plans by the env's termination rule, and none is set: call "
                              "set_health_rule(HealthRule.from_env(env)) (the evaluator does)")
-        steps = self.health_rule.healthy_steps(states.to(torch.float32)).reshape(n, c)
-        return steps == steps.max(dim=1, keepdim=True).values
+        return choice.longest(self.health_rule.healthy_steps(states.to(torch.float32)).reshape(n, c))
 
     def shift(self, trajectories: torch.Tensor, steps: int | np.ndarray | None = None) -> torch.Tensor:
         """Plans (N, H, A+S) advanced by ``steps`` env steps (default: ``execute``) for the next warm start."""
@@ -380,26 +372,6 @@ class LocomotionPlanner:
         if self.config.guide == "cfg":
             d["target_return_value"] = self.target_return()
         return d
-
-
-def _spread(trajectories: torch.Tensor, allowed: torch.Tensor | None, n: int, c: int) -> torch.Tensor:
-    """(n, c) squared distance of each normalised candidate plan from its start's mean plan (over the allowed
-    candidates). The nearest is the medoid: Σ_j |x_i − x_j|² = c·|x_i − mean|² + const."""
-    x = trajectories.reshape(n, c, -1)
-    w = torch.ones(n, c, device=x.device) if allowed is None else allowed.to(x.device, torch.float32)
-    center = torch.einsum("nc,ncd->nd", w / w.sum(dim=1, keepdim=True), x)
-    return (x - center[:, None]).square().sum(-1)
-
-
-def _best(scores: torch.Tensor, allowed: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CPU tensors) The k best-scoring candidates of each start among the allowed ones, (n, k) indices, best first, and
-    (n, k) equal weights over those of them that are allowed (a start with fewer than k allowed candidates
-    averages only those; the best one always is)."""
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, -torch.inf)
-    chosen = scores.topk(k, dim=1).indices
-    w = torch.ones(chosen.shape) if allowed is None else allowed.gather(1, chosen).float()
-    return chosen, w / w.sum(dim=1, keepdim=True)
 
 
 def _interleave(first: Plan, second: Plan, n: int) -> Plan:
